@@ -1,0 +1,287 @@
+"""Everything a plugin author needs: the hook marker, the API version and the kinds.
+
+A plugin is a module registered under the ``fleetbench`` entry-point group::
+
+    [project.entry-points.fleetbench]
+    myvendor = "fleetbench_myvendor"
+
+The module declares the plugin API it was written against and implements hooks::
+
+    from fleetbench.plugin import PLUGIN_API_VERSION, ProviderSpec, hookimpl
+
+    FLEETBENCH_PLUGIN_API_VERSION = 1
+
+    @hookimpl
+    def fleetbench_register_providers() -> list[ProviderSpec]:
+        return [ProviderSpec(name="myvendor", factory=MyVendorProvider)]
+
+Hooks are for discovery only. Per-request calls go to the objects the specs create
+(``Provider.generate``, ``Evaluator.evaluate`` …), so pluggy is never on the hot path.
+The executor owns concurrency, rate limits, retries and timeouts; a provider only
+translates a request to its vendor's wire format and classifies errors.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+import pluggy
+
+from fleetbench.errors import ProviderError, ProviderTimeoutError, TransientProviderError
+from fleetbench.records import (
+    ProviderRequest,
+    ProviderResponse,
+    StreamChunk,
+    Verdict,
+    WorkItem,
+)
+
+__all__ = [
+    "PLUGIN_API_VERSION",
+    "AdapterSpec",
+    "Evaluator",
+    "EvaluatorSpec",
+    "ExecutorSpec",
+    "ExporterSpec",
+    "Provider",
+    "ProviderConfig",
+    "ProviderSpec",
+    "RepositoryAdapter",
+    "RepositoryContext",
+    "Secret",
+    "SubscriberSpec",
+    "hookimpl",
+]
+
+PLUGIN_API_VERSION = 1
+"""The plugin API generation. A plugin module declares the generation it was written
+for as ``FLEETBENCH_PLUGIN_API_VERSION``; a different value fails start-up loudly,
+naming the plugin's distribution. Additive changes do not bump it."""
+
+PROJECT_NAME = "fleetbench"
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marks a function as an implementation of a fleetbench hook."""
+
+
+class Secret:
+    """A secret string (an API key) that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it (an HTTP header)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# --------------------------------------------------------------------------- providers
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """How one ``provider:model`` entry of a manifest is configured.
+
+    :param provider: the plugin name (``openai``), the part before the first ``:``.
+    :param model: the model to send, exactly as the manifest names it.
+    :param base_url: the manifest's ``base_url``, or ``None`` for the plugin's default.
+    :param api_key: read from the environment variable the manifest names; never logged.
+    :param timeout_s: how long one HTTP call may take.
+    :param params: the manifest's ``params``: vendor-specific request fields.
+    """
+
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key: Secret | None = None
+    timeout_s: float = 60.0
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Provider(abc.ABC):
+    """Talks to one vendor for one configured ``provider:model``.
+
+    Created once per run and provider entry, used concurrently by the executor, closed
+    with :meth:`aclose`. ``http`` is the core's shared client whose transport is tuned
+    so the client is never the bottleneck; use it rather than creating your own.
+    """
+
+    supports_streaming: bool = False
+
+    def __init__(self, config: ProviderConfig, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self.http = http
+
+    @abc.abstractmethod
+    async def generate(self, request: ProviderRequest) -> ProviderResponse:
+        """Send one non-streaming request and return the whole answer.
+
+        :raises ProviderError: (a subclass of it) when the call fails.
+        """
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[StreamChunk]:
+        """Send one streaming request and yield its chunks as they arrive.
+
+        The executor stamps the arrival of each chunk, so yield each one as soon as it
+        is parsed. Report token usage in a chunk when the vendor sends it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support streaming")
+
+    def classify_error(self, exc: BaseException) -> ProviderError | None:
+        """Map an exception the provider let escape to a :class:`ProviderError`.
+
+        The default maps httpx timeouts and transport failures to retryable errors;
+        return ``None`` to let the exception count as a non-retryable error.
+        """
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, httpx.TimeoutException):
+            return ProviderTimeoutError(f"{type(exc).__name__}: request timed out")
+        if isinstance(exc, httpx.TransportError):
+            return TransientProviderError(f"{type(exc).__name__}: {exc}")
+        return None
+
+    def connection_key(self) -> str:
+        """Requests sharing this key share connection limits (never key on a secret)."""
+        return f"{self.config.provider}|{self.config.base_url or ''}"
+
+    def max_connections(self) -> int | None:
+        """An upper bound on concurrent connections this vendor tolerates, if any."""
+        return None
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release what the provider holds. The shared ``http`` client is the core's."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """Declares a provider kind.
+
+    :param name: the part before ``:`` in ``provider:model``.
+    :param factory: builds a :class:`Provider` from its config and the shared client.
+    :param default_api_key_env: where the key is read from when the manifest names no
+        ``api_key_env``; ``None`` for providers that need no key.
+    """
+
+    name: str
+    factory: Callable[[ProviderConfig, httpx.AsyncClient], Provider]
+    description: str = ""
+    default_api_key_env: str | None = None
+
+
+# -------------------------------------------------------------------------- evaluators
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Judges one answer. Must be safe to call concurrently."""
+
+    async def evaluate(self, item: WorkItem, response: ProviderResponse) -> Verdict:
+        """Return a verdict; raise only for bugs (reported as an evaluator error)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorSpec:
+    """Declares an evaluator kind. ``factory(options)`` raises ``ValueError`` with a
+    clear message for bad options; validation reports it with its manifest location."""
+
+    name: str
+    factory: Callable[[Mapping[str, Any]], Evaluator]
+    description: str = ""
+
+
+# ---------------------------------------------------------------- repository adapters
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryContext:
+    """What an adapter knows about one manifest repository.
+
+    ``path`` is already resolved against the manifest's folder; ``cache_dir`` is where
+    an adapter may keep checkouts between runs.
+    """
+
+    repo_id: str
+    path: Path
+    git_url: str | None
+    ref: str | None
+    metadata: Mapping[str, str]
+    cache_dir: Path
+
+
+@runtime_checkable
+class RepositoryAdapter(Protocol):
+    """Maps a repository layout onto dataset files."""
+
+    def locate_dataset(self, name: str) -> Path:
+        """The file holding dataset ``name``.
+
+        :raises FileNotFoundError: naming the places searched.
+        """
+        ...
+
+    def discover_datasets(self) -> Sequence[str]:
+        """The dataset names this repository offers, sorted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """Declares a repository adapter kind (``native``, ``generic``, ``git`` …)."""
+
+    name: str
+    factory: Callable[[RepositoryContext], RepositoryAdapter]
+    description: str = ""
+
+
+# ------------------------------------------------------- exporters, executors, subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterSpec:
+    """Declares an output format (the names in ``output.formats``).
+
+    ``factory`` builds an exporter for one run; its object protocol is defined by
+    the run engine (open → write per result → finalize).
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSpec:
+    """Declares an executor (``global_settings.executor``), e.g. ``local`` or ``ray``."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberSpec:
+    """Declares an event subscriber that sees every event of every run."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
