@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -67,11 +68,17 @@ class _Origin:
 class Registry(Generic[_Spec]):
     """The specs of one kind, by name, with the plugin each came from."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, spec_type: type[_Spec]) -> None:
         self.kind = kind
+        self.spec_type: type[_Spec] = spec_type
         self._specs: dict[str, tuple[_Spec, _Origin]] = {}
 
     def _add(self, spec: _Spec, origin: _Origin) -> None:
+        if not isinstance(spec, self.spec_type):
+            raise PluginError(
+                f"plugin {origin.plugin!r} (distribution {origin.distribution!r}) declared a "
+                f"{type(spec).__name__} where a {self.spec_type.__name__} was expected"
+            )
         if not isinstance(getattr(spec, "name", None), str) or not spec.name:
             raise PluginError(
                 f"plugin {origin.plugin!r} (distribution {origin.distribution!r}) declared a "
@@ -117,12 +124,12 @@ class PluginHost:
     """What the loaded plugins offer, kind by kind. Built by :func:`load_plugins`."""
 
     def __init__(self) -> None:
-        self.providers: Registry[ProviderSpec] = Registry("provider")
-        self.evaluators: Registry[EvaluatorSpec] = Registry("evaluator")
-        self.exporters: Registry[ExporterSpec] = Registry("exporter")
-        self.adapters: Registry[AdapterSpec] = Registry("repository_adapter")
-        self.executors: Registry[ExecutorSpec] = Registry("executor")
-        self.subscribers: Registry[SubscriberSpec] = Registry("subscriber")
+        self.providers = Registry("provider", ProviderSpec)
+        self.evaluators = Registry("evaluator", EvaluatorSpec)
+        self.exporters = Registry("exporter", ExporterSpec)
+        self.adapters = Registry("repository_adapter", AdapterSpec)
+        self.executors = Registry("executor", ExecutorSpec)
+        self.subscribers = Registry("subscriber", SubscriberSpec)
 
     def infos(self) -> list[PluginInfo]:
         """Every declared capability, grouped by kind, then sorted by name."""
@@ -163,7 +170,7 @@ def load_plugins(
     """
     env = os.environ if env is None else env
     allowed = _name_set(env.get(ALLOW_ENV))
-    blocked = _name_set(env.get(BLOCK_ENV))
+    blocked = _name_set(env.get(BLOCK_ENV)) or set()
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     origins: dict[str, _Origin] = {}
@@ -172,9 +179,9 @@ def load_plugins(
         entry_points = importlib.metadata.entry_points(group=PROJECT_NAME)
     for ep in sorted(entry_points, key=lambda e: e.name):
         dist = ep.dist.name if ep.dist else "unknown"
-        if ep.name in blocked or dist in blocked:
+        if _listed(ep.name, dist, blocked):
             continue
-        if allowed is not None and ep.name not in allowed and dist not in allowed:
+        if allowed is not None and not _listed(ep.name, dist, allowed):
             continue
         version = ep.dist.version if ep.dist else "unknown"
         _register(pm, ep.name, _load_entry_point(ep, dist), dist)
@@ -194,7 +201,11 @@ def load_plugins(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
+        origin = origins[pm.get_name(exc.plugin) or ""]
+        raise PluginError(
+            f"plugin {origin.plugin!r} (distribution {origin.distribution!r}) implements "
+            f"a hook fleetbench does not define: {exc}"
+        ) from exc
     return _collect(pm, origins)
 
 
@@ -202,6 +213,16 @@ def _name_set(value: str | None) -> set[str] | None:
     if value is None:
         return None
     return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _normalize(name: str) -> str:
+    """A distribution name as pip compares it (PEP 503): ``Foo_Bar`` is ``foo-bar``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _listed(ep_name: str, dist: str, names: set[str]) -> bool:
+    """Whether an allow/block list names the entry point or its distribution."""
+    return ep_name in names or _normalize(dist) in {_normalize(n) for n in names}
 
 
 def _load_entry_point(ep: importlib.metadata.EntryPoint, dist: str) -> object:
@@ -229,7 +250,7 @@ def _register(pm: pluggy.PluginManager, name: str, plugin: object, dist: str) ->
         )
     try:
         pm.register(plugin, name=name)
-    except ValueError as exc:
+    except (ValueError, pluggy.PluginValidationError) as exc:
         raise PluginError(f"plugin {name!r} from distribution {dist!r}: {exc}") from exc
 
 
@@ -240,13 +261,13 @@ def _collect(pm: pluggy.PluginManager, origins: Mapping[str, _Origin]) -> Plugin
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             origin = origins[impl.plugin_name]
             try:
-                specs = impl.function()
+                specs = list(impl.function() or ())
             except Exception as exc:
                 raise PluginError(
                     f"plugin {origin.plugin!r} (distribution {origin.distribution!r}) failed in "
                     f"{hook_name}: {type(exc).__name__}: {exc}"
                 ) from exc
-            for spec in specs or ():
+            for spec in specs:
                 registry._add(spec, origin)
     return host
 

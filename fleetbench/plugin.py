@@ -37,6 +37,8 @@ from fleetbench.records import (
     ProviderRequest,
     ProviderResponse,
     StreamChunk,
+    Summary,
+    TestResult,
     Verdict,
     WorkItem,
 )
@@ -47,12 +49,14 @@ __all__ = [
     "Evaluator",
     "EvaluatorSpec",
     "ExecutorSpec",
+    "Exporter",
     "ExporterSpec",
     "Provider",
     "ProviderConfig",
     "ProviderSpec",
     "RepositoryAdapter",
     "RepositoryContext",
+    "RunInfo",
     "Secret",
     "SubscriberSpec",
     "hookimpl",
@@ -178,12 +182,16 @@ class ProviderSpec:
     :param factory: builds a :class:`Provider` from its config and the shared client.
     :param default_api_key_env: where the key is read from when the manifest names no
         ``api_key_env``; ``None`` for providers that need no key.
+    :param validate: checks a config (chiefly its ``params``) without creating a
+        provider or touching the network; raises ``ValueError`` with a clear message,
+        which ``fleetbench validate`` reports at the entry's location.
     """
 
     name: str
     factory: Callable[[ProviderConfig, httpx.AsyncClient], Provider]
     description: str = ""
     default_api_key_env: str | None = None
+    validate: Callable[[ProviderConfig], None] | None = None
 
 
 # -------------------------------------------------------------------------- evaluators
@@ -256,15 +264,65 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What an exporter knows about the run it writes artifacts for.
+
+    :param manifest: the resolved manifest (every default filled in) as JSON data.
+    :param output_dir: ``{output.base_dir}/{run_id}/``; write only inside it.
+    :param repositories: each repository's ``repo_id`` → its manifest ``metadata``.
+    :param plugins: ``name`` → ``version`` of every plugin the run used.
+    :param warnings: located warnings of the run (unpriced models, client lag …).
+    """
+
+    run_id: str
+    fleet_id: str
+    status: str
+    output_dir: Path
+    manifest: Mapping[str, Any]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    planned: int
+    save_responses: bool
+    pricing_version: str | None
+    repositories: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    plugins: Mapping[str, str] = field(default_factory=dict)
+    warnings: Sequence[str] = ()
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Writes one run's artifacts, streaming so memory stays flat.
+
+    The core calls :meth:`open`, then :meth:`write` once per result **in plan order**
+    (read back from the run store, so resumed and uninterrupted runs export the same),
+    then :meth:`finalize` with the exact summary. Calls happen in a worker thread, one
+    exporter at a time; file I/O is fine.
+    """
+
+    def open(self, run: RunInfo) -> None:
+        """Start writing (create files inside ``run.output_dir``)."""
+        ...
+
+    def write(self, result: TestResult) -> None:
+        """Add one result."""
+        ...
+
+    def finalize(self, summary: Summary) -> Sequence[Path]:
+        """Finish, close files and return the paths written."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterSpec:
     """Declares an output format (the names in ``output.formats``).
 
-    ``factory`` builds an exporter for one run; its object protocol is defined by
-    the run engine (open → write per result → finalize).
+    ``factory()`` builds a fresh :class:`Exporter` for one run; ``files`` names the
+    artifacts it writes, for documentation and ``fleetbench plugins``.
     """
 
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[[], Exporter]
     description: str = ""
     files: tuple[str, ...] = ()
 

@@ -20,12 +20,16 @@ from typing import Any, TypeVar
 
 __all__ = [
     "Dataset",
+    "Distribution",
     "EvaluatorRef",
     "GenerationSettings",
+    "GroupStats",
     "ProviderRequest",
     "ProviderResponse",
+    "RunStatus",
     "Status",
     "StreamChunk",
+    "Summary",
     "TestCase",
     "TestResult",
     "Usage",
@@ -282,3 +286,93 @@ class TestResult:
     def with_status(self, status: Status) -> TestResult:
         """A copy with another status (used when a run is cancelled or skipped)."""
         return replace(self, status=status)
+
+
+class RunStatus(enum.StrEnum):
+    """The life of a run (DESIGN §6): PENDING → RUNNING → COMPLETED | FAILED | CANCELLED;
+    INTERRUPTED when the process stopped mid-run (it resumes on the next start)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """Summary statistics of one metric in milliseconds over the tests that have it.
+
+    Final summaries use exact percentiles (linear interpolation between closest ranks,
+    numpy's default); live snapshots use DDSketch estimates (1 % relative accuracy).
+    """
+
+    count: int = 0
+    mean: float | None = None
+    min: float | None = None
+    max: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """Aggregates of one group of tests (the fleet, a provider, a repository …).
+
+    ``success_rate = passed / total``; ``error_rate = (error + timeout) / total``.
+    Latency, TTFT and ITL cover tests that got a response; ``duration`` covers every
+    test (``total_ms``: retries and backoff included), as test-bench's duration did.
+    ``cost_usd`` sums the priced tests; ``unpriced_tests`` counts those without a price.
+    ``output_tokens_per_s`` is total output tokens over total latency seconds.
+    """
+
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    error: int = 0
+    timeout: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    success_rate: float = 0.0
+    error_rate: float = 0.0
+    latency_ms: Distribution = field(default_factory=Distribution)
+    ttft_ms: Distribution = field(default_factory=Distribution)
+    itl_ms: Distribution = field(default_factory=Distribution)
+    duration_ms: Distribution = field(default_factory=Distribution)
+    queue_ms: Distribution = field(default_factory=Distribution)
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_tests: int = 0
+    output_tokens_per_s: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Every aggregate of a run: the fleet and each breakdown, keyed by group name.
+
+    ``by_repository_provider`` is keyed ``(repo_id, "provider:model")``. ``exact`` is
+    true for final summaries (exact percentiles) and false for live snapshots.
+    """
+
+    fleet: GroupStats
+    by_provider: Mapping[str, GroupStats]
+    by_repository: Mapping[str, GroupStats]
+    by_category: Mapping[str, GroupStats]
+    by_scenario: Mapping[str, GroupStats]
+    by_repository_provider: Mapping[tuple[str, str], GroupStats]
+    exact: bool
+    percentile_method: str = "linear"

@@ -1,0 +1,151 @@
+"""The ``fleetbench`` command line.
+
+Exit codes: 0 success; 2 bad input (every problem is printed with its location);
+3 a plugin failed to load. Human output goes to stdout as tables; ``--json`` prints
+one JSON document instead, for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import fleetbench
+from fleetbench import _config
+from fleetbench._manifest import manifest_json_schema
+from fleetbench._plugins import PluginHost, load_plugins
+from fleetbench._prepare import Prepared, prepare_file
+from fleetbench.errors import InputError, PluginError, Problem
+
+EXIT_BAD_INPUT = 2
+EXIT_PLUGIN = 3
+
+_manifest_arg = click.argument(
+    "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+_json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(fleetbench.__version__, prog_name="fleetbench")
+def main() -> None:
+    """Benchmark LLM providers across a fleet of repositories."""
+
+
+@main.command()
+@_manifest_arg
+@_json_opt
+def validate(manifest: Path, as_json: bool) -> None:
+    """Check MANIFEST and its datasets; print every problem with its location."""
+    prepared = _prepare(manifest, as_json=as_json)
+    warnings = prepared.fleet.warnings
+    if as_json:
+        _print_json({"valid": True, "problems": [], "warnings": _problems_json(warnings),
+                     "planned_tests": len(prepared.plan), "run_id": prepared.plan.run_id})
+        return
+    _print_problems("warning", warnings)
+    click.echo(f"{manifest}: valid; {len(prepared.plan)} tests planned "
+               f"(run id {prepared.plan.run_id})")
+
+
+@main.command()
+@_manifest_arg
+@click.option("--run-key", default="", help="Caller-chosen key mixed into the run id.")
+@_json_opt
+def plan(manifest: Path, run_key: str, as_json: bool) -> None:
+    """Show how many tests MANIFEST plans per repository, scenario and provider."""
+    prepared = _prepare(manifest, as_json=as_json, run_key=run_key)
+    counts = prepared.plan.counts()
+    if as_json:
+        _print_json({
+            "run_id": prepared.plan.run_id,
+            "fleet_id": prepared.plan.fleet_id,
+            "planned_tests": len(prepared.plan),
+            "counts": [{"repository": r, "scenario": s, "provider": p, "tests": n}
+                       for (r, s, p), n in counts.items()],
+            "warnings": _problems_json(prepared.fleet.warnings),
+        })
+        return
+    _print_problems("warning", prepared.fleet.warnings)
+    table = Table(title=f"Plan for fleet {prepared.plan.fleet_id}")
+    for column in ("repository", "scenario", "provider"):
+        table.add_column(column)
+    table.add_column("tests", justify="right")
+    for (repo, scenario, provider), count in sorted(counts.items()):
+        table.add_row(repo, scenario, provider, str(count))
+    table.add_section()
+    table.add_row("total", "", "", str(len(prepared.plan)))
+    Console().print(table)
+    click.echo(f"run id: {prepared.plan.run_id}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the fleet manifest."""
+    _print_json(manifest_json_schema())
+
+
+@main.command()
+@_json_opt
+def plugins(as_json: bool) -> None:
+    """List installed plugins: name, kind, version and distribution."""
+    infos = _host().infos()
+    if as_json:
+        _print_json([{"name": i.name, "kind": i.kind, "version": i.version,
+                      "distribution": i.distribution, "plugin": i.plugin,
+                      "description": i.description} for i in infos])
+        return
+    table = Table(title="fleetbench plugins")
+    for column in ("name", "kind", "version", "distribution", "description"):
+        table.add_column(column)
+    for i in infos:
+        table.add_row(i.name, i.kind, i.version, i.distribution, i.description)
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _host() -> PluginHost:
+    try:
+        return load_plugins()
+    except PluginError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PLUGIN)
+
+
+def _prepare(manifest: Path, *, as_json: bool, run_key: str = "") -> Prepared:
+    try:
+        return prepare_file(manifest, host=_host(), cache_dir=_config.cache_dir(),
+                            run_key=run_key)
+    except InputError as exc:
+        _fail_input(manifest, exc.problems, as_json=as_json)
+
+
+def _fail_input(manifest: Path, problems: Sequence[Problem], *, as_json: bool) -> NoReturn:
+    if as_json:
+        _print_json({"valid": False, "problems": _problems_json(problems)})
+    else:
+        click.echo(f"{manifest}: {len(problems)} problem(s)", err=True)
+        _print_problems("error", problems)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _print_problems(label: str, problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        click.echo(f"{label}: {problem}", err=True)
+
+
+def _problems_json(problems: Sequence[Problem]) -> list[dict[str, str]]:
+    return [{"location": p.location, "message": p.message} for p in problems]
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
