@@ -8,6 +8,7 @@ one JSON document instead, for scripts.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +20,17 @@ from rich.table import Table
 
 import fleetbench
 from fleetbench import _config
+from fleetbench._logging import configure_logging
 from fleetbench._manifest import manifest_json_schema
 from fleetbench._plugins import PluginHost, load_plugins
 from fleetbench._prepare import Prepared, prepare_file
+from fleetbench._terminal import (
+    RunOptions,
+    exit_code,
+    outcome_json,
+    print_outcome,
+    run_in_terminal,
+)
 from fleetbench.errors import InputError, PluginError, Problem
 
 EXIT_BAD_INPUT = 2
@@ -35,8 +44,10 @@ _json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(fleetbench.__version__, prog_name="fleetbench")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="Log more to stderr (-v info, -vv debug).")
+def main(verbose: int) -> None:
     """Benchmark LLM providers across a fleet of repositories."""
+    configure_logging({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
 
 
 @main.command()
@@ -84,6 +95,47 @@ def plan(manifest: Path, run_key: str, as_json: bool) -> None:
     table.add_row("total", "", "", str(len(prepared.plan)))
     Console().print(table)
     click.echo(f"run id: {prepared.plan.run_id}")
+
+
+@main.command()
+@_manifest_arg
+@click.option("--run-key", default="", help="Caller-chosen key mixed into the run id.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Tag the run.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run store folder (default: $FLEETBENCH_STATE_DIR).")
+@click.option("--min-success-rate", type=click.FloatRange(0, 1), default=None,
+              help="Exit 1 when the fleet's success rate is below this (0..1).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+@_json_opt
+def run(manifest: Path, run_key: str, labels: tuple[str, ...], state_dir: Path | None,
+        min_success_rate: float | None, quiet: bool, as_json: bool) -> None:
+    """Run MANIFEST (or resume it), with live progress; write its artifacts.
+
+    Exit status: 0 completed; 1 failed, cancelled or below --min-success-rate;
+    2 bad input; 3 plugin failure; 130 interrupted by Ctrl-C (run it again to resume).
+    """
+    prepared = _prepare(manifest, as_json=as_json, run_key=run_key)
+    options = RunOptions(labels=_labels(labels), state_dir=state_dir or _config.state_dir(),
+                         show_progress=not (quiet or as_json))
+    try:
+        outcome = run_in_terminal(prepared, _host(), options)
+    except InputError as exc:
+        _fail_input(manifest, exc.problems, as_json=as_json)
+    if as_json:
+        _print_json(outcome_json(outcome))
+    elif not quiet:
+        print_outcome(outcome)
+    sys.exit(exit_code(outcome, min_success_rate))
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--label")
+        labels[key] = value
+    return labels
 
 
 @main.command()

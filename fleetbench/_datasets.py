@@ -501,14 +501,8 @@ def _require_cases(parsed: _Parsed, path: Path) -> None:
 def _parse_csv(text: str, path: Path) -> _Parsed:
     """A header row, then one test case per row. The name is the file stem."""
     parsed = _Parsed(header=_header_from_stem(path))
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        rows = [(reader.line_num, row) for row in reader]
-    except csv.Error as exc:
-        raise DatasetError(
-            [Problem(f"{path}:{reader.line_num}", f"invalid CSV: {exc}")]
-        ) from None
-    rows = [(lineno, row) for lineno, row in rows if any(cell.strip() for cell in row)]
+    rows = [(lineno, row) for lineno, row in _csv_rows(text, path)
+            if any(cell.strip() for cell in row)]
     if not rows:
         raise DatasetError([Problem(str(path), "empty CSV file: expected a header row "
                                     "with at least the columns 'id' and 'prompt'")])
@@ -524,6 +518,22 @@ def _parse_csv(text: str, path: Path) -> _Parsed:
             parsed.cases.append((where, raw))
     _require_cases(parsed, path)
     return parsed
+
+
+def _csv_rows(text: str, path: Path) -> list[tuple[int, list[str]]]:
+    """Every row with the line it starts on (a quoted cell may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    previous_end = 0
+    try:
+        for row in reader:
+            rows.append((previous_end + 1, row))
+            previous_end = reader.line_num
+    except csv.Error as exc:
+        raise DatasetError(
+            [Problem(f"{path}:{reader.line_num}", f"invalid CSV: {exc}")]
+        ) from None
+    return rows
 
 
 def _check_columns(columns: list[str], where: str) -> list[Problem]:

@@ -38,6 +38,8 @@ API_VERSION_ATTRIBUTE = "FLEETBENCH_PLUGIN_API_VERSION"
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "fleetbench._builtins.adapters",
+    "fleetbench._builtins.evaluators",
+    "fleetbench._builtins.exporters",
     "fleetbench._builtins.simulated",
 )
 """Modules registered as plugins named ``builtin.<last part>`` after the entry points."""

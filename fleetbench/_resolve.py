@@ -86,7 +86,7 @@ def resolve_fleet(
     :raises ManifestError: all problems found, each located.
     """
     problems: list[Problem] = []
-    warnings = _unused_profiles(manifest)
+    warnings = _unused_fields(manifest)
     _check_provider_params(manifest, host, problems)
     evaluators_ok = _EvaluatorChecker(host, problems)
     for name, profile in manifest.scenario_profiles.items():
@@ -127,10 +127,18 @@ def _check_provider_params(manifest: FleetManifest, host: PluginHost,
             problems.append(Problem(f"providers[{i}].params", str(exc)))
 
 
-def _unused_profiles(manifest: FleetManifest) -> list[Problem]:
+def _unused_fields(manifest: FleetManifest) -> list[Problem]:
     used = {s for repo in manifest.repositories for s in repo.scenarios}
-    return [Problem(f"scenario_profiles.{name}", "not used by any repository")
-            for name in sorted(set(manifest.scenario_profiles) - used)]
+    warnings = [Problem(f"scenario_profiles.{name}", "not used by any repository")
+                for name in sorted(set(manifest.scenario_profiles) - used)]
+    for i, repo in enumerate(manifest.repositories):
+        if repo.git_url and repo.adapter != "git":
+            warnings.append(Problem(
+                f"repositories[{i}].git_url",
+                f"only adapter 'git' clones it; with adapter {repo.adapter!r} it is recorded "
+                "as the repository's origin and the datasets are read from `path`",
+            ))
+    return warnings
 
 
 class _EvaluatorChecker:
@@ -163,9 +171,11 @@ def _make_adapter(
     spec = host.adapters.get(repo.adapter)
     if spec is None:
         return None
+    # A cloned repository's path is a folder inside its checkout, not on this machine.
+    path = Path(repo.path) if repo.adapter == "git" else (base_dir / repo.path).resolve()
     context = RepositoryContext(
         repo_id=repo.repo_id,
-        path=(base_dir / repo.path).resolve(),
+        path=path,
         git_url=repo.git_url,
         ref=repo.ref,
         metadata=repo.metadata,

@@ -262,6 +262,8 @@ BAD: list[tuple[str, str, str, str, int]] = [
     ("cells.csv", "id,prompt\na,b,c\n", ":2", "row has 3 cells but the header has 2 columns", 1),
     ("var.csv", "id,prompt,var.lang\nx,Say {{lang}},\n", ":2: prompt",
      "test 'x': missing template variable(s): lang", 1),
+    ("multiline.csv", 'id,prompt\n\na,"two\nlines {{x}}"\nb,ok\n', ":3: prompt",
+     "test 'a': missing template variable(s): x", 1),
     ("refs.csv", 'id,prompt,references\na,p,"[1, 2]"\n', ":2: references",
      "must be a JSON array of strings", 1),
     ("quote.csv", 'id,prompt\na,"unterminated\n', ":2", "invalid CSV", 1),

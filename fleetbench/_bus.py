@@ -1,0 +1,181 @@
+"""The event bus of one run: stamps sequence numbers and fans events out to observers.
+
+Two kinds of observer:
+
+* **lossless subscribers** (store writer, aggregator, run.json writer, plugin
+  subscribers) receive every event, in seq order, in batches. They are called one after
+  the other by a single dispatcher task; when they fall behind, the publisher is slowed
+  down (:meth:`EventBus.throttle`) rather than events being dropped. A subscriber that
+  raises is logged and counted and keeps receiving later batches; it never stops the run.
+* **live feeds** (gRPC streams, progress displays) get a bounded queue. A feed that
+  cannot keep up is marked ``lagged`` and receives nothing more; its reader catches up
+  from the run store, which holds every event's result by seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
+
+import structlog
+
+from fleetbench.events import Event
+
+__all__ = ["EventBus", "LiveFeed", "Subscriber"]
+
+_log = structlog.get_logger("fleetbench.bus")
+_E = TypeVar("_E", bound=Event)
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """A lossless observer. ``handle`` gets consecutive events in seq order."""
+
+    async def handle(self, events: Sequence[Event]) -> None: ...
+
+
+class LiveFeed:
+    """A bounded, lossy view of the bus for one live reader."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: asyncio.Queue[Sequence[Event]] = asyncio.Queue(maxsize)
+        self.lagged = False
+        self.closed = False
+        self._closed_event = asyncio.Event()
+
+    def offer(self, events: Sequence[Event]) -> None:
+        if self.lagged or self.closed:
+            return
+        try:
+            self._queue.put_nowait(events)
+        except asyncio.QueueFull:
+            self.lagged = True  # the reader must catch up from the store
+            self._closed_event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._closed_event.set()
+
+    async def get(self) -> Sequence[Event] | None:
+        """The next batch; ``None`` once the bus closed (or the feed lagged) and the
+        queue is empty."""
+        while True:
+            if not self._queue.empty():
+                return self._queue.get_nowait()
+            if self.closed or self.lagged:
+                return None
+            getter = asyncio.ensure_future(self._queue.get())
+            closer = asyncio.ensure_future(self._closed_event.wait())
+            done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+            closer.cancel()
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+
+
+class EventBus:
+    """Seq-stamping fan-out for the events of one run.
+
+    :param first_seq: the seq of the first event published (a resumed run continues
+        after the last seq in the store).
+    :param high_water: pending events above which :meth:`throttle` makes the publisher
+        wait for the subscribers.
+    """
+
+    def __init__(self, run_id: str, *, first_seq: int = 1, high_water: int = 2000) -> None:
+        self.run_id = run_id
+        self._next_seq = first_seq
+        self._high_water = high_water
+        self._pending: list[Event] = []
+        self._subscribers: list[tuple[str, Subscriber]] = []
+        self._feeds: list[LiveFeed] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self.failures: Counter[str] = Counter()
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event published (0 before any)."""
+        return self._next_seq - 1
+
+    def subscribe(self, name: str, subscriber: Subscriber) -> None:
+        """Add a lossless subscriber (before the first event, to see every event)."""
+        self._subscribers.append((name, subscriber))
+
+    def live(self, maxsize: int = 1000) -> LiveFeed:
+        """A new bounded feed of batches of events published from now on."""
+        feed = LiveFeed(maxsize)
+        if self._closing:
+            feed.close()
+        else:
+            self._feeds.append(feed)
+        return feed
+
+    def unsubscribe_live(self, feed: LiveFeed) -> None:
+        with contextlib.suppress(ValueError):
+            self._feeds.remove(feed)
+        feed.close()
+
+    def publish(self, make: Callable[[int], _E]) -> _E:
+        """Stamp the next seq: ``make(seq)`` builds the event. Returns it."""
+        if self._closing:
+            raise RuntimeError("the bus is closed")
+        event = make(self._next_seq)
+        self._next_seq += 1
+        self._pending.append(event)
+        self._idle.clear()
+        self._wakeup.set()
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.get_running_loop().create_task(
+                self._dispatch(), name=f"bus-{self.run_id}"
+            )
+        return event
+
+    async def throttle(self) -> None:
+        """Wait while too many events are pending (backpressure for the publisher)."""
+        if len(self._pending) >= self._high_water:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until every published event was delivered to every subscriber."""
+        if self._dispatcher is not None:
+            await self._idle.wait()
+
+    async def aclose(self) -> None:
+        """Deliver what is pending, end the live feeds and stop the dispatcher."""
+        await self.drain()
+        self._closing = True
+        for feed in self._feeds:
+            feed.close()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._deliver(batch)
+            self._idle.set()
+
+    async def _deliver(self, batch: Sequence[Event]) -> None:
+        for name, subscriber in self._subscribers:
+            try:
+                await subscriber.handle(batch)
+            except Exception:  # an observer never kills the run
+                self.failures[name] += 1
+                _log.exception("subscriber failed", subscriber=name, run_id=self.run_id,
+                               first_seq=batch[0].seq, events=len(batch))
+        for feed in list(self._feeds):
+            feed.offer(batch)

@@ -1,0 +1,602 @@
+"""A minimal, fast fake OpenAI-compatible vendor for benchmarks and tests.
+
+It speaks the OpenAI Chat Completions wire format at ``POST /v1/chat/completions``:
+
+* non-streaming: one JSON body with ``choices`` and ``usage``, after ``latency_ms``;
+* streaming (``"stream": true``): Server-Sent Events, the first content chunk after
+  ``ttft_ms``, then one chunk every ``itl_ms`` carrying ``tokens_per_chunk`` tokens, a final
+  chunk with ``finish_reason``, an optional usage chunk (``stream_options.include_usage``)
+  and ``data: [DONE]``.
+
+Why it exists: to tell how much of a measured latency is the vendor's and how much is the
+client's, the server records its own *truth* for every request (:class:`TraceEntry`): when the
+handler received the request, when the first and last tokens were written and when the last
+byte was written. Clients tag requests with the :data:`REQUEST_ID_HEADER` header so their
+measurements can be matched with the trace.
+
+Clock: every timestamp is ``time.perf_counter()``. On Linux CPython implements it with
+``clock_gettime(CLOCK_MONOTONIC)`` (see ``time.get_clock_info("perf_counter")``), which is one
+system-wide clock, so the values are directly comparable with ``time.perf_counter()`` in the
+client both in the same process and in another process on the same host
+(:func:`clock_description` reports the implementation; :class:`FakeOpenAIServerProcess`
+refuses to compare across processes on a platform where that is not the case).
+
+It is deliberately light: the low-level aiohttp server (no router, no middleware), no access
+log, no per-request logging, and pre-encoded SSE chunks, so that it is not the bottleneck of
+the benchmark that uses it (run it in a separate process for client CPU measurements, see
+:class:`FakeOpenAIServerProcess` and :func:`main`).
+
+Control endpoints (not part of the OpenAI API), used across processes:
+
+* ``GET /_fakevendor/trace`` -> ``{"clock", "requests", "cpu_s", "trace": [...]}``
+* ``POST /_fakevendor/reset`` -> clears the trace and the request count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "REQUEST_ID_HEADER",
+    "FakeOpenAIConfig",
+    "FakeOpenAIServer",
+    "FakeOpenAIServerProcess",
+    "FakeOpenAIService",
+    "TraceEntry",
+    "clock_description",
+    "main",
+]
+
+REQUEST_ID_HEADER = "X-Fleetbench-Request-Id"
+"""Request header whose value the server copies into :attr:`TraceEntry.request_id`."""
+
+CONTROL_PREFIX = "/_fakevendor"
+"""Path prefix of the control endpoints (trace, reset)."""
+
+READY_PREFIX = "FAKEVENDOR_READY "
+"""Line :func:`main` prints on stdout, followed by the base URL, once it accepts requests."""
+
+_WORDS = ("Hello", " from", " the", " fake", " vendor", ",", " one", " token", " at", " a", " time")
+
+
+def clock_description() -> str:
+    """Which clock the trace timestamps come from (for run metadata and sanity checks)."""
+    return f"time.perf_counter: {time.get_clock_info('perf_counter').implementation}"
+
+
+def _clock_is_system_wide() -> bool:
+    return "CLOCK_MONOTONIC" in time.get_clock_info("perf_counter").implementation
+
+
+@dataclass(frozen=True, slots=True)
+class FakeOpenAIConfig:
+    """Behaviour knobs of the fake vendor (all durations in milliseconds).
+
+    ``output_tokens`` is capped per request by ``max_tokens``/``max_completion_tokens`` when
+    the request sets them, like a real vendor.
+    """
+
+    latency_ms: float = 0.0
+    """Non-streaming: delay between receiving the request and writing the response."""
+    ttft_ms: float = 0.0
+    """Streaming: delay before the first content chunk (headers are sent immediately)."""
+    itl_ms: float = 0.0
+    """Streaming: delay between consecutive content chunks."""
+    output_tokens: int = 16
+    tokens_per_chunk: int = 1
+    model: str = "fake-gpt"
+
+    def __post_init__(self) -> None:
+        if min(self.latency_ms, self.ttft_ms, self.itl_ms) < 0:
+            raise ValueError("fake vendor delays must be >= 0")
+        if self.output_tokens < 0 or self.tokens_per_chunk < 1:
+            raise ValueError("output_tokens must be >= 0 and tokens_per_chunk >= 1")
+
+
+@dataclass(slots=True)
+class TraceEntry:
+    """What the server itself observed for one request (``time.perf_counter()`` seconds).
+
+    The entry is appended when the request arrives, so in-flight requests are visible with
+    the later timestamps still ``None``.
+    """
+
+    request_id: str | None
+    stream: bool
+    received: float
+    """The handler started (request line and headers parsed)."""
+    first_token: float | None = None
+    """The first content was handed to the socket (non-streaming: the whole body)."""
+    last_token: float | None = None
+    """The last content chunk was handed to the socket."""
+    last_byte: float | None = None
+    """The response was complete (after ``[DONE]`` and the terminating chunk)."""
+    status: int = 200
+    completion_tokens: int = 0
+
+    @property
+    def latency_s(self) -> float | None:
+        """Server-side latency: received -> last byte written."""
+        return None if self.last_byte is None else self.last_byte - self.received
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Server-side time to first token: received -> first token written."""
+        return None if self.first_token is None else self.first_token - self.received
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TraceEntry:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def _error(status: int, message: str, code: str = "invalid_request_error") -> web.Response:
+    body = {"error": {"message": message, "type": code, "param": None, "code": None}}
+    return web.Response(status=status, body=json.dumps(body), content_type="application/json")
+
+
+def _prompt_tokens(messages: Any) -> int:
+    """A deterministic, cheap stand-in for a tokenizer: about four characters per token."""
+    chars = 0
+    if isinstance(messages, list):
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        chars += len(part["text"])
+    return max(1, chars // 4)
+
+
+def _token_text(start: int, count: int) -> str:
+    return "".join(_WORDS[i % len(_WORDS)] for i in range(start, start + count))
+
+
+class _StreamTemplate:
+    """Pre-encoded SSE chunk tails for one (model, tokens, tokens_per_chunk) layout.
+
+    Only the completion id differs between requests, so each chunk is ``head + id + tail``.
+    """
+
+    __slots__ = ("chunk_tails", "chunk_tokens", "finish_tail")
+
+    def __init__(self, model: str, created: int, tokens: int, per_chunk: int) -> None:
+        self.chunk_tokens: list[int] = []
+        self.chunk_tails: list[bytes] = []
+        for index, start in enumerate(range(0, tokens, per_chunk)):
+            count = min(per_chunk, tokens - start)
+            delta: dict[str, str] = {"content": _token_text(start, count)}
+            if index == 0:
+                delta = {"role": "assistant", **delta}
+            self.chunk_tokens.append(count)
+            self.chunk_tails.append(_tail(model, created, delta, None))
+        self.finish_tail = _tail(model, created, {}, "stop")
+
+
+def _tail(model: str, created: int, delta: dict[str, str], finish: str | None) -> bytes:
+    rest = {
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b'",' + json.dumps(rest, separators=(",", ":"))[1:].encode() + b"\n\n"
+
+
+_CHUNK_HEAD = b'data: {"id":"'
+
+
+class FakeOpenAIService:
+    """The request handling and the recorded state, independent of how it is served.
+
+    :class:`FakeOpenAIServer` serves it in the current event loop; :func:`main` serves it in
+    its own process. ``config`` may be replaced between requests (e.g. by a test).
+    """
+
+    def __init__(self, config: FakeOpenAIConfig | None = None) -> None:
+        self.config = config or FakeOpenAIConfig()
+        self.requests = 0
+        self.trace: list[TraceEntry] = []
+        self._created = int(time.time())
+        self._templates: dict[tuple[str, int, int], _StreamTemplate] = {}
+
+    def reset(self) -> None:
+        """Forget the trace and the request count."""
+        self.requests = 0
+        self.trace = []
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state as JSON-able data (what ``GET /_fakevendor/trace`` returns)."""
+        return {
+            "clock": clock_description(),
+            "requests": self.requests,
+            "cpu_s": time.process_time(),
+            "trace": [entry.to_dict() for entry in self.trace],
+        }
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Entry point for aiohttp's low-level server."""
+        received = time.perf_counter()
+        path = request.path
+        if path == "/v1/chat/completions" and request.method == "POST":
+            return await self._chat(request, received)
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(request, path[len(CONTROL_PREFIX) :])
+        return _error(404, f"Unknown path {path}", "not_found")
+
+    def _control(self, request: web.BaseRequest, sub: str) -> web.StreamResponse:
+        if sub == "/trace" and request.method == "GET":
+            return web.json_response(self.snapshot())
+        if sub == "/reset" and request.method == "POST":
+            self.reset()
+            return web.json_response({"ok": True})
+        return _error(404, f"Unknown control path {sub}", "not_found")
+
+    async def _chat(self, request: web.BaseRequest, received: float) -> web.StreamResponse:
+        config = self.config
+        entry = TraceEntry(request.headers.get(REQUEST_ID_HEADER), False, received)
+        self.requests += 1
+        self.trace.append(entry)
+        try:
+            body = json.loads(await request.read())
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+                raise ValueError("'messages' must be a list")
+        except ValueError as exc:
+            entry.status = 400
+            return _error(400, f"Invalid request body: {exc}")
+        tokens = config.output_tokens
+        cap = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(cap, int) and cap >= 0:
+            tokens = min(tokens, cap)
+        entry.completion_tokens = tokens
+        usage = {
+            "prompt_tokens": (prompt := _prompt_tokens(body["messages"])),
+            "completion_tokens": tokens,
+            "total_tokens": prompt + tokens,
+        }
+        completion_id = f"chatcmpl-fake-{self.requests}"
+        if body.get("stream"):
+            entry.stream = True
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            return await self._stream(request, entry, config, completion_id, usage, include_usage)
+
+        if config.latency_ms:
+            await asyncio.sleep(config.latency_ms / 1000)
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": self._created,
+            "model": config.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": _token_text(0, tokens)},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+        response = web.Response(
+            body=json.dumps(payload, separators=(",", ":")).encode(),
+            content_type="application/json",
+        )
+        await response.prepare(request)
+        await response.write_eof()
+        entry.first_token = entry.last_token = entry.last_byte = time.perf_counter()
+        return response
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        entry: TraceEntry,
+        config: FakeOpenAIConfig,
+        completion_id: str,
+        usage: dict[str, int],
+        include_usage: bool,
+    ) -> web.StreamResponse:
+        key = (config.model, entry.completion_tokens, config.tokens_per_chunk)
+        template = self._templates.get(key)
+        if template is None:
+            template = _StreamTemplate(config.model, self._created, *key[1:])
+            self._templates[key] = template
+        cid = completion_id.encode()
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)  # headers go out now, as with real vendors
+        if config.ttft_ms:
+            await asyncio.sleep(config.ttft_ms / 1000)
+        itl = config.itl_ms / 1000
+        for index, tail in enumerate(template.chunk_tails):
+            if index and itl:
+                await asyncio.sleep(itl)
+            await response.write(_CHUNK_HEAD + cid + tail)
+            entry.last_token = time.perf_counter()
+            if index == 0:
+                entry.first_token = entry.last_token
+        end = [_CHUNK_HEAD + cid + template.finish_tail]
+        if include_usage:
+            final = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": config.model,
+                "choices": [],
+                "usage": usage,
+            }
+            end.append(b"data: " + json.dumps(final, separators=(",", ":")).encode() + b"\n\n")
+        end.append(b"data: [DONE]\n\n")
+        await response.write(b"".join(end))
+        await response.write_eof()
+        entry.last_byte = time.perf_counter()
+        return response
+
+
+class FakeOpenAIServer:
+    """Serve a :class:`FakeOpenAIService` on 127.0.0.1 in the running event loop.
+
+    ``async with FakeOpenAIServer(latency_ms=50) as server:`` then point an OpenAI client at
+    ``server.base_url``; ``server.requests`` and ``server.trace`` tell what the server saw.
+    ``port=0`` picks a free port.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        latency_ms: float = 0.0,
+        ttft_ms: float = 0.0,
+        itl_ms: float = 0.0,
+        output_tokens: int = 16,
+        tokens_per_chunk: int = 1,
+        model: str = "fake-gpt",
+        config: FakeOpenAIConfig | None = None,
+        backlog: int = 4096,
+        shutdown_timeout_s: float = 0.5,
+    ) -> None:
+        self.service = FakeOpenAIService(
+            config
+            or FakeOpenAIConfig(
+                latency_ms=latency_ms,
+                ttft_ms=ttft_ms,
+                itl_ms=itl_ms,
+                output_tokens=output_tokens,
+                tokens_per_chunk=tokens_per_chunk,
+                model=model,
+            )
+        )
+        self._host = host
+        self._port = port
+        self._backlog = backlog
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._runner: web.ServerRunner | None = None
+
+    @property
+    def config(self) -> FakeOpenAIConfig:
+        return self.service.config
+
+    @config.setter
+    def config(self, value: FakeOpenAIConfig) -> None:
+        self.service.config = value
+
+    def configure(self, **changes: Any) -> None:
+        """Change knobs for subsequent requests, e.g. ``server.configure(latency_ms=0)``."""
+        self.service.config = replace(self.service.config, **changes)
+
+    @property
+    def requests(self) -> int:
+        """Number of chat completion requests received (including rejected ones)."""
+        return self.service.requests
+
+    @property
+    def trace(self) -> list[TraceEntry]:
+        return self.service.trace
+
+    @property
+    def port(self) -> int:
+        if self._runner is None:
+            raise RuntimeError("the server is not running")
+        address = self._runner.addresses[0]
+        return int(address[1])
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-style base URL, ``http://127.0.0.1:PORT/v1``."""
+        return f"http://{self._host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        # access_log=None: no per-request logging (it would cost CPU on the hot path).
+        server = web.Server(self.service.handle, access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout_s)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, backlog=self._backlog)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def stop(self) -> None:
+        """Stop serving; requests still in flight are cancelled after the shutdown timeout."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class FakeOpenAIServerProcess:
+    """Run the fake vendor in a child process (``python -m fleetbench._fakevendor``).
+
+    For benchmarks that must measure the client's CPU apart from the server's. A synchronous
+    context manager; the control calls (:meth:`fetch`, :meth:`reset`) use blocking stdlib HTTP
+    and are meant for between measurement phases, not for the hot path.
+    """
+
+    def __init__(
+        self,
+        config: FakeOpenAIConfig | None = None,
+        *,
+        port: int = 0,
+        startup_timeout_s: float = 15.0,
+    ) -> None:
+        self.config = config or FakeOpenAIConfig()
+        self._port = port
+        self._startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen[str] | None = None
+        self.base_url = ""
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the server process is not running")
+        return self._proc.pid
+
+    def start(self) -> None:
+        if not _clock_is_system_wide():  # pragma: no cover - Linux is the supported platform
+            raise RuntimeError(f"{clock_description()} is not comparable across processes")
+        c = self.config
+        argv = [
+            sys.executable, "-m", "fleetbench._fakevendor", "--port", str(self._port),
+            "--latency-ms", str(c.latency_ms), "--ttft-ms", str(c.ttft_ms),
+            "--itl-ms", str(c.itl_ms), "--output-tokens", str(c.output_tokens),
+            "--tokens-per-chunk", str(c.tokens_per_chunk), "--model", c.model,
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self._proc = proc
+        assert proc.stdout is not None
+        deadline = time.monotonic() + self._startup_timeout_s
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    self.stop()
+                    raise TimeoutError("the fake vendor process did not start in time")
+                line = proc.stdout.readline()
+                if not line:
+                    self.stop()
+                    raise RuntimeError(f"the fake vendor process exited ({proc.poll()})")
+                if line.startswith(READY_PREFIX):
+                    self.base_url = line[len(READY_PREFIX) :].strip()
+                    return
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - defensive
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def _control_url(self, sub: str) -> str:
+        return self.base_url.removesuffix("/v1") + CONTROL_PREFIX + sub
+
+    def fetch(self) -> dict[str, Any]:
+        """The server's snapshot; ``trace`` entries are converted to :class:`TraceEntry`."""
+        with urllib.request.urlopen(self._control_url("/trace"), timeout=30) as response:
+            data: dict[str, Any] = json.loads(response.read())
+        data["trace"] = [TraceEntry.from_dict(item) for item in data["trace"]]
+        return data
+
+    def reset(self) -> None:
+        request = urllib.request.Request(self._control_url("/reset"), method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def _serve(server: FakeOpenAIServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        print(READY_PREFIX + server.base_url, flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the fake vendor from the command line until SIGTERM/SIGINT.
+
+    ``python -m fleetbench._fakevendor --port 0 --latency-ms 50`` prints
+    ``FAKEVENDOR_READY http://127.0.0.1:PORT/v1`` on stdout once it accepts requests.
+    Trace timestamps are ``time.perf_counter()`` = ``CLOCK_MONOTONIC`` on Linux, comparable
+    with the client's ``time.perf_counter()`` on the same host.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m fleetbench._fakevendor", description=main.__doc__
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--ttft-ms", type=float, default=0.0)
+    parser.add_argument("--itl-ms", type=float, default=0.0)
+    parser.add_argument("--output-tokens", type=int, default=16)
+    parser.add_argument("--tokens-per-chunk", type=int, default=1)
+    parser.add_argument("--model", default="fake-gpt")
+    args = parser.parse_args(argv)
+    config = FakeOpenAIConfig(
+        latency_ms=args.latency_ms,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        output_tokens=args.output_tokens,
+        tokens_per_chunk=args.tokens_per_chunk,
+        model=args.model,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(FakeOpenAIServer(args.port, host=args.host, config=config)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,405 @@
+"""The shared HTTP client (httpx API over aiohttp) against real loopback servers, no mocks.
+
+Most tests talk to the fake OpenAI vendor; the failure modes it cannot produce (a server that
+hangs up, a malformed or truncated response, cookies) use tiny asyncio/aiohttp servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp import web
+
+from fleetbench._fakevendor import (
+    REQUEST_ID_HEADER,
+    FakeOpenAIConfig,
+    FakeOpenAIServer,
+    FakeOpenAIServerProcess,
+)
+from fleetbench._http import (
+    FleetAiohttpTransport,
+    create_http_client,
+    httpx_error_type,
+    transport_name,
+)
+
+MESSAGES = [{"role": "user", "content": "Hello, fake vendor! How are you today?"}]
+CHAT = {"model": "fake-gpt", "messages": MESSAGES}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with create_http_client() as shared:
+        yield shared
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _raw_server(handler: RawHandler) -> tuple[asyncio.Server, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+
+
+# --- the happy path -------------------------------------------------------------------------
+
+
+async def test_non_streaming_chat_completion(client: httpx.AsyncClient) -> None:
+    async with FakeOpenAIServer(latency_ms=5, output_tokens=5) as server:
+        response = await client.post(
+            f"{server.base_url}/chat/completions",
+            json={**CHAT, "max_tokens": 3},
+            headers={REQUEST_ID_HEADER: "req-1"},
+        )
+    assert response.status_code == 200
+    assert response.http_version == "HTTP/1.1"
+    assert response.reason_phrase == "OK"
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello from the"}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"] == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    assert server.requests == 1
+    [entry] = server.trace
+    assert entry.request_id == "req-1"
+    assert not entry.stream
+    assert entry.status == 200
+    assert entry.completion_tokens == 3
+    assert entry.latency_s is not None and entry.latency_s >= 0.005
+
+
+async def test_streaming_lines_arrive_as_the_server_writes_them(
+    client: httpx.AsyncClient,
+) -> None:
+    config = FakeOpenAIConfig(ttft_ms=20, itl_ms=40, output_tokens=4, tokens_per_chunk=1)
+    async with FakeOpenAIServer(config=config) as server:
+        payload = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        seen: list[tuple[float, str]] = []
+        async with client.stream(
+            "POST", f"{server.base_url}/chat/completions", json=payload
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            async for line in response.aiter_lines():
+                if line:
+                    seen.append((time.perf_counter(), line))
+                if len(seen) == 1:
+                    # Still inside the stream: the server has not written the last token yet.
+                    assert server.trace[0].last_token is None
+        [entry] = server.trace
+
+    assert entry.stream and entry.first_token is not None and entry.last_token is not None
+    first_seen = seen[0][0]
+    assert entry.first_token <= first_seen < entry.last_token
+    chunks = [json.loads(line.removeprefix("data: ")) for _, line in seen[:-1]]
+    content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert content == "Hello from the fake"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+    assert seen[-1][1] == "data: [DONE]"
+    # The four content chunks were seen at four different times, ~itl apart (not in one go).
+    content_times = [t for t, _ in seen[:4]]
+    assert all(b - a >= 0.02 for a, b in zip(content_times, content_times[1:], strict=False))
+
+
+async def test_aiter_bytes_yields_the_first_chunk_before_the_last_is_written(
+    client: httpx.AsyncClient,
+) -> None:
+    async with FakeOpenAIServer(ttft_ms=10, itl_ms=30, output_tokens=3) as server:
+        async with client.stream(
+            "POST", f"{server.base_url}/chat/completions", json={**CHAT, "stream": True}
+        ) as response:
+            arrivals = []
+            async for chunk in response.aiter_bytes():
+                arrivals.append((time.perf_counter(), chunk))
+        [entry] = server.trace
+    assert entry.last_token is not None
+    assert arrivals[0][0] < entry.last_token
+    assert arrivals[0][1].startswith(b"data: ")
+    assert len(arrivals) >= 3
+    assert b"".join(chunk for _, chunk in arrivals).endswith(b"data: [DONE]\n\n")
+
+
+async def test_200_concurrent_requests_all_succeed(client: httpx.AsyncClient) -> None:
+    async with FakeOpenAIServer(latency_ms=20) as server:
+        url = f"{server.base_url}/chat/completions"
+
+        async def one(i: int) -> int:
+            response = await client.post(url, json=CHAT, headers={REQUEST_ID_HEADER: f"r{i}"})
+            response.raise_for_status()
+            return int(response.json()["usage"]["completion_tokens"])
+
+        tokens = await asyncio.gather(*(one(i) for i in range(200)))
+        assert tokens == [16] * 200
+        assert server.requests == 200
+        assert sorted(e.request_id or "" for e in server.trace) == sorted(
+            f"r{i}" for i in range(200)
+        )
+        assert all(e.last_byte is not None and e.status == 200 for e in server.trace)
+
+
+async def test_streaming_request_body_is_sent(client: httpx.AsyncClient) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        text = json.dumps(CHAT).encode()
+        for start in range(0, len(text), 7):
+            yield text[start : start + 7]
+
+    async with FakeOpenAIServer() as server:
+        response = await client.post(f"{server.base_url}/chat/completions", content=body())
+    assert response.status_code == 200
+    assert response.json()["usage"]["prompt_tokens"] == 9
+
+
+async def test_error_status_is_a_response_not_an_exception(client: httpx.AsyncClient) -> None:
+    async with FakeOpenAIServer() as server:
+        bad = await client.post(f"{server.base_url}/chat/completions", content=b"{not json")
+        missing = await client.get(f"{server.base_url}/nope")
+    assert bad.status_code == 400 and "Invalid request body" in bad.json()["error"]["message"]
+    assert missing.status_code == 404
+    assert server.requests == 1
+    assert server.trace[0].status == 400
+
+
+# --- errors map to httpx exceptions ----------------------------------------------------------
+
+
+async def test_read_timeout_maps_to_httpx_read_timeout() -> None:
+    async with (
+        FakeOpenAIServer(latency_ms=2000) as server,
+        create_http_client(timeout_s=0.2) as client,
+    ):
+        started = time.perf_counter()
+        with pytest.raises(httpx.ReadTimeout) as caught:
+            await client.post(f"{server.base_url}/chat/completions", json=CHAT)
+        assert time.perf_counter() - started < 1.5
+    assert isinstance(caught.value, httpx.TimeoutException)
+    assert caught.value.request.url.path == "/v1/chat/completions"
+    assert isinstance(caught.value.__cause__, aiohttp.SocketTimeoutError)
+
+
+async def test_read_timeout_while_streaming_maps_to_httpx_read_timeout(
+    client: httpx.AsyncClient,
+) -> None:
+    async with FakeOpenAIServer(ttft_ms=10, itl_ms=2000, output_tokens=2) as server:
+        async with client.stream(
+            "POST",
+            f"{server.base_url}/chat/completions",
+            json={**CHAT, "stream": True},
+            timeout=httpx.Timeout(5.0, read=0.2),
+        ) as response:
+            lines = response.aiter_lines()
+            assert (await anext(lines)).startswith("data: ")
+            with pytest.raises(httpx.ReadTimeout):
+                async for _ in lines:
+                    pass
+
+
+async def test_pool_wait_is_bounded_and_maps_to_a_timeout() -> None:
+    async with (
+        FakeOpenAIServer(latency_ms=1500) as server,
+        create_http_client(max_connections=1) as client,
+    ):
+        url = f"{server.base_url}/chat/completions"
+        slow = asyncio.create_task(client.post(url, json=CHAT))
+        while server.requests == 0:  # the only connection is now busy
+            await asyncio.sleep(0.005)
+        with pytest.raises(httpx.TimeoutException) as caught:
+            await client.post(url, json=CHAT, timeout=httpx.Timeout(5.0, pool=0.1, connect=0.1))
+        assert isinstance(caught.value, httpx.ConnectTimeout)
+        assert (await slow).status_code == 200
+        assert server.requests == 1  # the timed-out request never reached the server
+
+
+async def test_connection_refused_maps_to_connect_error(client: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.ConnectError) as caught:
+        await client.get(f"http://127.0.0.1:{_free_port()}/v1/models")
+    assert not isinstance(caught.value, httpx.TimeoutException)  # upstream said ConnectTimeout
+    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
+    assert caught.value.request.method == "GET"
+
+
+async def test_server_hanging_up_maps_to_remote_protocol_error(
+    client: httpx.AsyncClient,
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.close()
+
+    server, url = await _raw_server(hang_up)
+    async with server:
+        with pytest.raises(httpx.RemoteProtocolError) as caught:
+            await client.post(url, json=CHAT)
+    assert isinstance(caught.value.__cause__, aiohttp.ServerDisconnectedError)
+
+
+async def test_malformed_response_maps_to_remote_protocol_error(
+    client: httpx.AsyncClient,
+) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"this is not HTTP\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, url = await _raw_server(garbage)
+    async with server:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(url)
+
+
+async def test_truncated_body_maps_to_remote_protocol_error(client: httpx.AsyncClient) -> None:
+    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        writer.close()
+
+    server, url = await _raw_server(truncated)
+    async with server:
+        with pytest.raises(httpx.RemoteProtocolError) as caught:
+            await client.get(url)
+    assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
+    assert caught.value.request.url == url
+
+
+def test_error_type_table_prefers_the_most_specific_mapping() -> None:
+    key: Any = None  # aiohttp only formats it in messages
+    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    assert httpx_error_type(refused) is httpx.ConnectError
+    assert httpx_error_type(aiohttp.ConnectionTimeoutError()) is httpx.ConnectTimeout
+    assert httpx_error_type(aiohttp.SocketTimeoutError()) is httpx.ReadTimeout
+    assert httpx_error_type(aiohttp.ServerDisconnectedError()) is httpx.RemoteProtocolError
+    assert httpx_error_type(aiohttp.ClientOSError()) is httpx.ReadError
+    assert httpx_error_type(ValueError("not ours")) is None
+
+
+# --- client settings --------------------------------------------------------------------------
+
+
+async def test_environment_proxies_are_ignored(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with FakeOpenAIServer() as server, create_http_client() as fresh:
+        response = await fresh.post(f"{server.base_url}/chat/completions", json=CHAT)
+    assert response.status_code == 200
+
+
+async def test_cookies_set_by_the_server_are_kept(client: httpx.AsyncClient) -> None:
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        response = web.json_response({"cookie": request.headers.get("Cookie")})
+        if request.path == "/login":
+            response.set_cookie("session", "abc123")
+        return response
+
+    runner = web.ServerRunner(web.Server(handler, access_log=None))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        assert (await client.get(f"{base}/before")).json() == {"cookie": None}
+        await client.get(f"{base}/login")
+        assert client.cookies["session"] == "abc123"
+        assert (await client.get(f"{base}/after")).json() == {"cookie": "session=abc123"}
+    finally:
+        await runner.cleanup()
+
+
+async def test_client_settings_and_transport_name() -> None:
+    client = create_http_client(max_connections=8, timeout_s=30)
+    try:
+        assert isinstance(client, httpx.AsyncClient)
+        assert client.timeout == httpx.Timeout(30, connect=10)
+        assert not client.trust_env
+        assert not client.follow_redirects
+        transport = client._transport  # the one place we look inside httpx
+        assert isinstance(transport, FleetAiohttpTransport)
+        assert transport.max_connections == 8
+    finally:
+        await client.aclose()
+    assert "aiohttp" in transport_name() and "httpx" in transport_name()
+    with pytest.raises(ValueError, match="timeout_s"):
+        create_http_client(timeout_s=0)
+    with pytest.raises(ValueError, match="max_connections"):
+        create_http_client(max_connections=0)
+
+
+async def test_connections_are_reused_and_capped(client: httpx.AsyncClient) -> None:
+    async with FakeOpenAIServer() as server, create_http_client(max_connections=4) as capped:
+        url = f"{server.base_url}/chat/completions"
+        await asyncio.gather(*(capped.post(url, json=CHAT) for _ in range(40)))
+        transport = capped._transport
+        assert isinstance(transport, FleetAiohttpTransport)
+        session = transport._session
+        assert session is not None and session.connector is not None
+        # Every connection the pool opened is idle again, and there were never more than 4.
+        assert 1 <= len(session.connector._conns[next(iter(session.connector._conns))]) <= 4
+    assert server.requests == 40
+
+
+# --- the fake vendor itself --------------------------------------------------------------------
+
+
+async def test_fake_vendor_trace_reset_and_knobs(client: httpx.AsyncClient) -> None:
+    async with FakeOpenAIServer(output_tokens=2) as server:
+        url = f"{server.base_url}/chat/completions"
+        await client.post(url, json=CHAT)
+        server.configure(output_tokens=5, model="other")
+        body = (await client.post(url, json=CHAT)).json()
+        assert body["model"] == "other" and body["usage"]["completion_tokens"] == 5
+        snapshot = (await client.get(server.base_url.removesuffix("/v1") + "/_fakevendor/trace"))
+        data = snapshot.json()
+        assert data["requests"] == 2 and len(data["trace"]) == 2
+        assert "CLOCK_MONOTONIC" in data["clock"] or "perf_counter" in data["clock"]
+        await client.post(server.base_url.removesuffix("/v1") + "/_fakevendor/reset")
+        assert server.requests == 0 and server.trace == []
+    with pytest.raises(ValueError, match="tokens_per_chunk"):
+        FakeOpenAIConfig(tokens_per_chunk=0)
+
+
+def test_fake_vendor_in_a_subprocess_shares_the_clock() -> None:
+    async def call(base_url: str) -> tuple[float, float]:
+        async with create_http_client() as client:
+            sent = time.perf_counter()
+            response = await client.post(
+                f"{base_url}/chat/completions", json=CHAT, headers={REQUEST_ID_HEADER: "x"}
+            )
+            response.raise_for_status()
+            return sent, time.perf_counter()
+
+    with FakeOpenAIServerProcess(FakeOpenAIConfig(latency_ms=30)) as server:
+        sent, done = asyncio.run(call(server.base_url))
+        snapshot = server.fetch()
+    [entry] = snapshot["trace"]
+    assert snapshot["requests"] == 1 and entry.request_id == "x"
+    # The child's timestamps are on this process's perf_counter clock.
+    assert entry.last_byte is not None
+    assert sent <= entry.received < entry.last_byte <= done
+    assert entry.last_byte - entry.received >= 0.03
