@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -364,8 +365,13 @@ def main() -> int:
         f"start ramp {args.ramp_ms:g} ms; server in a subprocess on 127.0.0.1"
     )
     print()
+    load_before = os.getloadavg()[0]
     phases = asyncio.run(amain(args))
     report(phases)
+    print(
+        f"\n1-minute load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
+        f"on {os.cpu_count()} CPUs (other processes skew the timing errors more than req/s)"
+    )
     if args.json_out:
         rows: list[dict[str, Any]] = []
         for p in phases:

@@ -1,24 +1,20 @@
 """Incremental aggregates of one run: cheap live snapshots and exact final summaries.
 
 The aggregator is a lossless bus subscriber that may see millions of results, so it
-keeps no ``TestResult`` objects. Each result becomes one row of a few numpy columns
+keeps no ``TestResult`` objects. Each result becomes one row of growable numpy columns
 (status code, five timings with NaN for ``None``, token and retry counts, cost) plus
 one small int: its *cell*, the interned ``(repo, scenario, provider, model, category)``
 tuple. Every breakdown of DESIGN §5 (fleet, provider, repository, category, scenario,
 repository × provider) is a function of the cell, so a row's group in any dimension is
-one table lookup, and per-dimension work is vectorized over rows.
+one table lookup, and all per-group work is vectorized over rows.
 
-- ``finalize`` recomputes everything from the columns: integer aggregates per cell
-  (then summed per group), float sums per group in row order, and exact percentiles
+- ``finalize`` recomputes everything from the columns: counts and integer sums per
+  cell (then per group), float sums per group in row order, and exact percentiles
   (numpy's default linear interpolation) from one sort per metric plus a stable radix
   sort of small group ids per dimension.
 - ``snapshot`` folds only the rows added since the previous snapshot into running
-  per-cell totals and per-group DDSketches (``ddsketch``, 1 % relative accuracy), so it
-  stays cheap however long the run is. Sketch bucket keys are computed for a whole
-  batch with numpy using the library's mapping, and each distinct (group, bucket) pair
-  is added to the library's sketch once, with its count as the weight.
-
-Not thread-safe: one event-loop task feeds it, as the bus does.
+  per-cell totals and per-group DDSketches (the ``ddsketch`` library, 1 % relative
+  accuracy), so its cost follows the new rows and the number of groups, not the run.
 """
 
 from __future__ import annotations
@@ -26,21 +22,24 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from ddsketch import DDSketch, LogarithmicMapping
+from ddsketch import LogarithmicMapping
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.store import DenseStore
 
 from fleetbench.records import Distribution, GroupStats, Status, Summary, TestResult
 
-__all__ = ["Aggregator"]
+__all__ = ["RELATIVE_ACCURACY", "Aggregator"]
 
 _Floats: TypeAlias = npt.NDArray[np.float64]
 _Ints: TypeAlias = npt.NDArray[np.int64]
+_Ids: TypeAlias = npt.NDArray[np.intp]
 _CellKey: TypeAlias = tuple[str, str, str, str, str | None]
 
 RELATIVE_ACCURACY: Final = 0.01
@@ -51,16 +50,17 @@ _STATUSES: Final = tuple(Status)
 _STATUS_CODE: Final = {status: code for code, status in enumerate(_STATUSES)}
 _METRICS: Final = ("latency_ms", "ttft_ms", "itl_ms", "duration_ms", "queue_ms")
 _LATENCY: Final = 0
-# Integer columns of a chunk, in this order.
+# Integer columns of the row store, in this order.
 _RETRIES, _INPUT, _OUTPUT, _CACHED = range(4)
-# Integer aggregates of a group, in this order (the chunk's four, then derived ones).
+# Integer aggregates of a group: the four columns' sums, then two derived counts.
 _INT_TOTALS: Final = ("retries", "input_tokens", "output_tokens", "cached_input_tokens",
                       "unpriced_tests", "timed_output_tokens")
 _DIMENSIONS: Final = ("fleet", "provider", "repository", "category", "scenario",
                       "repository_provider")
 _FLEET, _PROVIDER, _REPOSITORY, _CATEGORY, _SCENARIO, _REPO_PROVIDER = range(6)
-_BATCH: Final = 2048  # rows converted at a time: large enough to amortize numpy calls,
-# small enough that the batch's objects stay in cache while each column is read
+# Results converted per step: enough to amortize numpy calls, few enough that the
+# batch's objects stay in cache while each field is read.
+_BATCH: Final = 2048
 _CELL_KEY = attrgetter("repo_id", "scenario", "provider", "model", "category")
 _NAN: Final = math.nan
 
@@ -69,13 +69,13 @@ _NAN: Final = math.nan
 
 
 @dataclass(frozen=True, slots=True)
-class _Chunk:
-    """Columns of consecutive results, one row per result."""
+class _Rows:
+    """Columns of consecutive results, one row per result (may be views)."""
 
     cell: npt.NDArray[np.int32]
     status: npt.NDArray[np.int8]  # index into _STATUSES
     metrics: _Floats  # (len(_METRICS), rows); NaN where the value is None
-    ints: _Ints  # (4, rows): retries, input, output, cached tokens (0 without usage)
+    ints: npt.NDArray[np.int32]  # (4, rows): retries, input, output, cached tokens
     has_usage: npt.NDArray[np.bool_]
     cost: _Floats  # NaN where None
 
@@ -83,29 +83,53 @@ class _Chunk:
         return len(self.status)
 
     @staticmethod
-    def concat(chunks: Sequence[_Chunk]) -> _Chunk:
-        """One chunk holding the rows of ``chunks`` in order."""
-        if len(chunks) == 1:
-            return chunks[0]
-        return _Chunk(
-            cell=np.concatenate([c.cell for c in chunks]),
-            status=np.concatenate([c.status for c in chunks]),
-            metrics=np.concatenate([c.metrics for c in chunks], axis=1),
-            ints=np.concatenate([c.ints for c in chunks], axis=1),
-            has_usage=np.concatenate([c.has_usage for c in chunks]),
-            cost=np.concatenate([c.cost for c in chunks]),
+    def allocate(capacity: int) -> _Rows:
+        return _Rows(
+            cell=np.zeros(capacity, np.int32), status=np.zeros(capacity, np.int8),
+            metrics=np.zeros((len(_METRICS), capacity)),
+            ints=np.zeros((4, capacity), np.int32),
+            has_usage=np.zeros(capacity, np.bool_), cost=np.zeros(capacity),
         )
 
+    def slice(self, start: int, stop: int) -> _Rows:
+        """Rows ``start:stop`` as views."""
+        return _Rows(self.cell[start:stop], self.status[start:stop],
+                     self.metrics[:, start:stop], self.ints[:, start:stop],
+                     self.has_usage[start:stop], self.cost[start:stop])
 
-def _empty_chunk() -> _Chunk:
-    return _Chunk(
-        cell=np.zeros(0, np.int32), status=np.zeros(0, np.int8),
-        metrics=np.zeros((len(_METRICS), 0)), ints=np.zeros((4, 0), np.int64),
-        has_usage=np.zeros(0, np.bool_), cost=np.zeros(0),
-    )
+    def put(self, at: int, rows: _Rows) -> None:
+        """Copy ``rows`` into this buffer from row ``at`` on."""
+        stop = at + len(rows)
+        self.cell[at:stop] = rows.cell
+        self.status[at:stop] = rows.status
+        self.metrics[:, at:stop] = rows.metrics
+        self.ints[:, at:stop] = rows.ints
+        self.has_usage[at:stop] = rows.has_usage
+        self.cost[at:stop] = rows.cost
 
 
-def _extract(batch: Sequence[TestResult], groups: _Groups) -> _Chunk:
+class _Columns:
+    """All rows of the run in numpy buffers whose capacity doubles when full."""
+
+    def __init__(self) -> None:
+        self._buffer = _Rows.allocate(0)
+        self.rows = 0
+
+    def append(self, rows: _Rows) -> None:
+        need = self.rows + len(rows)
+        if need > len(self._buffer):
+            grown = _Rows.allocate(max(need, 2 * len(self._buffer), _BATCH))
+            grown.put(0, self._buffer.slice(0, self.rows))
+            self._buffer = grown
+        self._buffer.put(self.rows, rows)
+        self.rows = need
+
+    def since(self, row: int) -> _Rows:
+        """Rows ``row`` and later, as views valid until the next ``append``."""
+        return self._buffer.slice(min(row, self.rows), self.rows)
+
+
+def _extract(batch: Sequence[TestResult], groups: _Groups) -> _Rows:
     """Convert a batch of results to columns: one list comprehension per field."""
     n = len(batch)
     metrics = np.empty((len(_METRICS), n))
@@ -119,15 +143,15 @@ def _extract(batch: Sequence[TestResult], groups: _Groups) -> _Chunk:
     metrics[4] = np.fromiter([r.queue_ms for r in batch], np.float64, n)
     usages = [r.usage for r in batch]
     has_usage = np.fromiter([u is not None for u in usages], np.bool_, n)
-    ints = np.zeros((4, n), np.int64)
-    ints[_RETRIES] = np.fromiter([r.retries for r in batch], np.int64, n)
+    ints = np.zeros((4, n), np.int32)  # (0 tokens without usage)
+    ints[_RETRIES] = np.fromiter([r.retries for r in batch], np.int32, n)
     used = [u for u in usages if u is not None]
     if used:
-        ints[_INPUT, has_usage] = np.fromiter([u.input_tokens for u in used], np.int64)
-        ints[_OUTPUT, has_usage] = np.fromiter([u.output_tokens for u in used], np.int64)
+        ints[_INPUT, has_usage] = np.fromiter([u.input_tokens for u in used], np.int32)
+        ints[_OUTPUT, has_usage] = np.fromiter([u.output_tokens for u in used], np.int32)
         ints[_CACHED, has_usage] = np.fromiter(
-            [u.cached_input_tokens for u in used], np.int64)
-    return _Chunk(
+            [u.cached_input_tokens for u in used], np.int32)
+    return _Rows(
         cell=groups.intern(list(map(_CELL_KEY, [r.item for r in batch]))),
         status=np.fromiter(map(_STATUS_CODE.__getitem__, [r.status for r in batch]),
                            np.int8, n),
@@ -139,37 +163,16 @@ def _extract(batch: Sequence[TestResult], groups: _Groups) -> _Chunk:
     )
 
 
-class _Columns:
-    """All rows of the run as a list of chunks, compacted into one chunk on demand."""
-
-    def __init__(self) -> None:
-        self._chunks: list[_Chunk] = []
-        self._starts: list[int] = []  # first row of each chunk
-        self.rows = 0
-
-    def append(self, chunk: _Chunk) -> None:
-        self._chunks.append(chunk)
-        self._starts.append(self.rows)
-        self.rows += len(chunk)
-
-    def since(self, row: int) -> _Chunk:
-        """Rows ``row`` and later, as one chunk (all rows are compacted in place)."""
-        if row >= self.rows:
-            return _empty_chunk()
-        if row == 0:
-            whole = _Chunk.concat(self._chunks)
-            self._chunks, self._starts = [whole], [0]
-            return whole
-        first = max(i for i, start in enumerate(self._starts) if start <= row)
-        tail = _Chunk.concat(self._chunks[first:])
-        skip = row - self._starts[first]
-        if skip == 0:
-            return tail
-        return _Chunk(tail.cell[skip:], tail.status[skip:], tail.metrics[:, skip:],
-                      tail.ints[:, skip:], tail.has_usage[skip:], tail.cost[skip:])
-
-
 # ----------------------------------------------------------------------------- groups
+
+
+def _narrow(ids: _Ids, groups: int) -> npt.NDArray[Any]:
+    """``ids`` in the narrowest unsigned dtype that holds ``groups`` ids."""
+    if groups <= 1 << 8:
+        return ids.astype(np.uint8)
+    if groups <= 1 << 16:
+        return ids.astype(np.uint16)
+    return ids
 
 
 def _group_names(key: _CellKey) -> tuple[Hashable, ...]:
@@ -180,14 +183,18 @@ def _group_names(key: _CellKey) -> tuple[Hashable, ...]:
 
 
 class _Groups:
-    """Interns cells and maps every cell to its group id in each dimension."""
+    """Interns cells and maps every cell to its group id in each dimension.
+
+    A category of ``None`` is a group like any other here; the summary leaves it out.
+    """
 
     def __init__(self) -> None:
         self._cells: dict[_CellKey, int] = {}
         self._index: list[dict[Hashable, int]] = [{} for _ in _DIMENSIONS]
         self._names: list[list[Hashable]] = [[] for _ in _DIMENSIONS]
         self._cell_group: list[list[int]] = [[] for _ in _DIMENSIONS]
-        self._tables: list[npt.NDArray[np.intp]] = []
+        self._tables: list[_Ids] = []
+        self._narrow: list[npt.NDArray[Any]] = []
 
     @property
     def cells(self) -> int:
@@ -199,21 +206,28 @@ class _Groups:
     def names(self, dim: int) -> list[Hashable]:
         return self._names[dim]
 
-    def table(self, dim: int) -> npt.NDArray[np.intp]:
+    def table(self, dim: int) -> _Ids:
         """Group id of each cell in dimension ``dim``."""
-        if len(self._tables) != len(_DIMENSIONS) or len(self._tables[0]) != self.cells:
+        if not self._tables or len(self._tables[0]) != self.cells:
             self._tables = [np.asarray(groups, np.intp) for groups in self._cell_group]
+            self._narrow = [_narrow(table, self.size(d)) for d, table in enumerate(self._tables)]
         return self._tables[dim]
+
+    def narrow_table(self, dim: int) -> npt.NDArray[Any]:
+        """``table(dim)`` in the narrowest unsigned dtype: looked-up ids then sort by
+        numpy's radix sort (``kind="stable"`` on 8- and 16-bit ints)."""
+        self.table(dim)
+        return self._narrow[dim]
 
     def intern(self, keys: list[_CellKey]) -> npt.NDArray[np.int32]:
         """Cell ids of ``keys``, registering cells seen for the first time."""
-        ids = list(map(self._cells.get, keys))
-        if None in ids:
+        try:
+            return np.fromiter(map(self._cells.__getitem__, keys), np.int32, len(keys))
+        except KeyError:
             for key in keys:
                 if key not in self._cells:
                     self._register(key)
-            ids = list(map(self._cells.get, keys))
-        return np.fromiter(ids, np.int32, len(ids))
+            return np.fromiter(map(self._cells.__getitem__, keys), np.int32, len(keys))
 
     def _register(self, key: _CellKey) -> None:
         self._cells[key] = len(self._cells)
@@ -229,68 +243,69 @@ class _Groups:
 
 
 @dataclass(slots=True)
-class _CellTotals:
-    """Exactly mergeable aggregates per cell: counts, integer sums, extrema."""
+class _Totals:
+    """Exactly mergeable aggregates per cell or group: counts, integer sums, extrema."""
 
-    status: _Ints  # (cells, len(_STATUSES))
-    ints: _Ints  # (cells, len(_INT_TOTALS))
-    n: _Ints  # (cells, len(_METRICS)): rows where the metric is not None
-    min: _Floats  # (cells, len(_METRICS)); +inf when n is 0
-    max: _Floats  # (cells, len(_METRICS)); -inf when n is 0
+    status: _Ints  # (size, len(_STATUSES))
+    ints: _Ints  # (size, len(_INT_TOTALS))
+    n: _Ints  # (size, len(_METRICS)): rows where the metric is not None
+    min: _Floats  # (size, len(_METRICS)); +inf where n is 0
+    max: _Floats  # (size, len(_METRICS)); -inf where n is 0
 
     @staticmethod
-    def zeros(cells: int) -> _CellTotals:
+    def zeros(size: int) -> _Totals:
         m = len(_METRICS)
-        return _CellTotals(
-            status=np.zeros((cells, len(_STATUSES)), np.int64),
-            ints=np.zeros((cells, len(_INT_TOTALS)), np.int64),
-            n=np.zeros((cells, m), np.int64),
-            min=np.full((cells, m), np.inf), max=np.full((cells, m), -np.inf),
+        return _Totals(
+            status=np.zeros((size, len(_STATUSES)), np.int64),
+            ints=np.zeros((size, len(_INT_TOTALS)), np.int64),
+            n=np.zeros((size, m), np.int64),
+            min=np.full((size, m), np.inf), max=np.full((size, m), -np.inf),
         )
 
     @staticmethod
-    def of(chunk: _Chunk, cells: int) -> _CellTotals:
-        """Aggregates of ``chunk``'s rows per cell id (``cells`` = number of cells)."""
-        out = _CellTotals.zeros(cells)
-        cell = chunk.cell
-        out.status[:] = _count(cell.astype(np.int64) * len(_STATUSES) + chunk.status,
-                               cells * len(_STATUSES)).reshape(cells, len(_STATUSES))
+    def of(rows: _Rows, cells: int, extrema: bool) -> _Totals:
+        """Aggregates of ``rows`` per cell; min/max only if ``extrema`` (finalize
+        takes them from its sorted values instead)."""
+        out = _Totals.zeros(cells)
+        cell = rows.cell.astype(np.intp)
+        codes = cell * len(_STATUSES) + rows.status
+        out.status[:] = _count(codes, cells * len(_STATUSES)).reshape(out.status.shape)
         for col in range(4):
-            out.ints[:, col] = _int_sum(cell, chunk.ints[col], cells)
-        out.ints[:, 4] = _count(cell[chunk.has_usage & np.isnan(chunk.cost)], cells)
-        timed = ~np.isnan(chunk.metrics[_LATENCY])
-        out.ints[:, 5] = _int_sum(cell[timed], chunk.ints[_OUTPUT][timed], cells)
+            out.ints[:, col] = _int_sum(cell, rows.ints[col], cells)
+        out.ints[:, 4] = _count(cell[rows.has_usage & np.isnan(rows.cost)], cells)
+        timed = ~np.isnan(rows.metrics[_LATENCY])
+        out.ints[:, 5] = _int_sum(cell[timed], rows.ints[_OUTPUT][timed], cells)
         for m in range(len(_METRICS)):
-            values = chunk.metrics[m]
-            valid = ~np.isnan(values)
-            out.n[:, m] = _count(cell[valid], cells)
-            np.fmin.at(out.min[:, m], cell, values)
-            np.fmax.at(out.max[:, m], cell, values)
+            values = rows.metrics[m]
+            out.n[:, m] = _count(cell[~np.isnan(values)], cells)
+            if extrema:
+                np.fmin.at(out.min[:, m], cell, values)
+                np.fmax.at(out.max[:, m], cell, values)
         return out
 
-    def merged(self, other: _CellTotals) -> _CellTotals:
+    def merged(self, other: _Totals) -> _Totals:
         """Totals of both (``other`` may know more cells)."""
         mine = self.padded(len(other.status))
-        return _CellTotals(
+        return _Totals(
             status=mine.status + other.status, ints=mine.ints + other.ints,
             n=mine.n + other.n, min=np.fmin(mine.min, other.min),
             max=np.fmax(mine.max, other.max),
         )
 
-    def padded(self, cells: int) -> _CellTotals:
-        extra = cells - len(self.status)
+    def padded(self, size: int) -> _Totals:
+        extra = size - len(self.status)
         if extra == 0:
             return self
-        pad = _CellTotals.zeros(extra)
-        return _CellTotals(
-            status=np.vstack([self.status, pad.status]), ints=np.vstack([self.ints, pad.ints]),
-            n=np.vstack([self.n, pad.n]), min=np.vstack([self.min, pad.min]),
-            max=np.vstack([self.max, pad.max]),
+        pad = _Totals.zeros(extra)
+        return _Totals(
+            status=np.vstack([self.status, pad.status]),
+            ints=np.vstack([self.ints, pad.ints]), n=np.vstack([self.n, pad.n]),
+            min=np.vstack([self.min, pad.min]), max=np.vstack([self.max, pad.max]),
         )
 
-    def by_group(self, table: npt.NDArray[np.intp], groups: int) -> _CellTotals:
+    def by_group(self, table: _Ids, groups: int) -> _Totals:
         """Reduce cells to the groups of one dimension (``table``: cell → group)."""
-        out = _CellTotals.zeros(groups)
+        out = _Totals.zeros(groups)
         np.add.at(out.status, table, self.status)
         np.add.at(out.ints, table, self.ints)
         np.add.at(out.n, table, self.n)
@@ -299,12 +314,21 @@ class _CellTotals:
         return out
 
 
+def _count(ids: _Ids, size: int) -> _Ints:
+    return np.bincount(ids, minlength=size).astype(np.int64)
+
+
+def _int_sum(ids: _Ids, values: npt.NDArray[np.int32], size: int) -> _Ints:
+    """Per-id sums of integers (exact below 2**53, far above any token count)."""
+    return np.rint(np.bincount(ids, values, size)).astype(np.int64)
+
+
 @dataclass(slots=True)
 class _FloatSums:
     """Float sums per group of one dimension: cost and each metric.
 
-    Summed per group over rows in row order (``np.bincount`` adds sequentially), so a
-    final summary equals a plain left-to-right sum of the group's values.
+    Summed per group in row order (``np.bincount`` adds sequentially), so a final
+    summary equals a plain left-to-right sum of the group's values.
     """
 
     cost: _Floats  # (groups,)
@@ -314,42 +338,31 @@ class _FloatSums:
     def zeros(groups: int) -> _FloatSums:
         return _FloatSums(np.zeros(groups), np.zeros((groups, len(_METRICS))))
 
-    @staticmethod
-    def of(chunk: _Chunk, zeroed: _Floats, zero_cost: _Floats,
-           gid: npt.NDArray[np.intp], groups: int) -> _FloatSums:
-        """Sums of ``chunk`` (NaN already replaced by 0 in ``zeroed``/``zero_cost``)."""
-        metrics = np.empty((groups, len(_METRICS)))
-        for m in range(len(_METRICS)):
-            metrics[:, m] = np.bincount(gid, zeroed[m], groups)
-        return _FloatSums(np.asarray(np.bincount(gid, zero_cost, groups), np.float64), metrics)
-
     def merged(self, other: _FloatSums) -> _FloatSums:
         extra = len(other.cost) - len(self.cost)
         return _FloatSums(np.pad(self.cost, (0, extra)) + other.cost,
                           np.pad(self.metrics, ((0, extra), (0, 0))) + other.metrics)
 
 
-def _count(ids: npt.NDArray[Any], size: int) -> _Ints:
-    return np.bincount(ids, minlength=size).astype(np.int64)
-
-
-def _int_sum(ids: npt.NDArray[Any], values: _Ints, size: int) -> _Ints:
-    """Per-id sums of integers (exact below 2**53, far above any token count)."""
-    return np.rint(np.bincount(ids, values, size)).astype(np.int64)
-
-
-def _float_sums(chunk: _Chunk, groups: _Groups) -> list[_FloatSums]:
-    """``_FloatSums`` of ``chunk`` for every dimension."""
-    zeroed = np.nan_to_num(chunk.metrics, nan=0.0)
-    zero_cost = np.nan_to_num(chunk.cost, nan=0.0)
-    return [
-        _FloatSums.of(chunk, zeroed, zero_cost, groups.table(dim)[chunk.cell],
-                      groups.size(dim))
-        for dim in range(len(_DIMENSIONS))
-    ]
+def _float_sums(rows: _Rows, groups: _Groups) -> list[_FloatSums]:
+    """``_FloatSums`` of ``rows`` for every dimension (None values count as 0)."""
+    metrics = np.where(np.isnan(rows.metrics), 0.0, rows.metrics)
+    cost = np.where(np.isnan(rows.cost), 0.0, rows.cost)
+    out = []
+    for dim in range(len(_DIMENSIONS)):
+        size = groups.size(dim)
+        gid = groups.table(dim)[rows.cell]
+        sums = _FloatSums.zeros(size)
+        sums.cost[:] = np.bincount(gid, cost, size)
+        for m in range(len(_METRICS)):
+            sums.metrics[:, m] = np.bincount(gid, metrics[m], size)
+        out.append(sums)
+    return out
 
 
 # ------------------------------------------------------------------ exact percentiles
+
+_EXACT_QUANTILES: Final = (0.0, *_QUANTILES, 1.0)  # q = 0 and 1 give min and max
 
 
 def _lerp(a: _Floats, b: _Floats, t: _Floats) -> _Floats:
@@ -359,18 +372,18 @@ def _lerp(a: _Floats, b: _Floats, t: _Floats) -> _Floats:
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
-def _linear_percentiles(ordered: _Floats, starts: _Ints, counts: _Ints) -> _Floats:
-    """Percentiles of each group of ``ordered`` (sorted within groups laid end to end).
+def _linear_quantiles(ordered: _Floats, starts: _Ints, counts: _Ints) -> _Floats:
+    """Quantiles of each group of ``ordered`` (groups laid end to end, each sorted).
 
-    Returns (groups, len(_QUANTILES)), NaN for empty groups; bit-for-bit what
+    Returns (groups, len(_EXACT_QUANTILES)), NaN for empty groups: bit for bit what
     ``np.percentile(group, 100 * q)`` gives.
     """
-    result = np.full((len(counts), len(_QUANTILES)), np.nan)
+    result = np.full((len(counts), len(_EXACT_QUANTILES)), np.nan)
     filled = counts > 0
     if not filled.any():
         return result
     last = (counts[filled] - 1)[:, None]
-    virtual = last.astype(np.float64) * np.asarray(_QUANTILES)[None, :]
+    virtual = last.astype(np.float64) * np.asarray(_EXACT_QUANTILES)[None, :]
     below = np.floor(virtual)
     low = below.astype(np.int64)
     high = np.minimum(low + 1, last)
@@ -379,161 +392,207 @@ def _linear_percentiles(ordered: _Floats, starts: _Ints, counts: _Ints) -> _Floa
     return result
 
 
-def _radix_ids(ids: npt.NDArray[np.intp], groups: int) -> npt.NDArray[Any]:
-    """``ids`` in the narrowest dtype, so that numpy's stable sort is a radix sort."""
-    if groups <= 1 << 8:
-        return ids.astype(np.uint8)
-    if groups <= 1 << 16:
-        return ids.astype(np.uint16)
-    return ids
+def _exact_quantiles(rows: _Rows, groups: _Groups, totals: list[_Totals]) -> list[_Floats]:
+    """Exact min, percentiles and max of every metric for every group of every dimension.
 
-
-def _exact_percentiles(chunk: _Chunk, groups: _Groups) -> list[_Floats]:
-    """Exact percentiles of every metric for every group of every dimension.
-
-    Each metric is sorted once; per dimension, a stable (radix) argsort of the sorted
-    rows' group ids lays groups end to end while keeping values sorted inside them.
-    Returns one (groups, len(_METRICS), len(_QUANTILES)) array per dimension.
+    Each metric's non-None values are sorted once; per dimension, a stable (radix)
+    argsort of their group ids lays the groups end to end with values still sorted
+    inside each (group sizes come from ``totals``). Returns per dimension a
+    (groups, metrics, _EXACT_QUANTILES) array.
     """
-    out = [np.full((groups.size(d), len(_METRICS), len(_QUANTILES)), np.nan)
+    out = [np.full((groups.size(d), len(_METRICS), len(_EXACT_QUANTILES)), np.nan)
            for d in range(len(_DIMENSIONS))]
     for m in range(len(_METRICS)):
-        values = chunk.metrics[m]
-        order = np.argsort(values)[: np.count_nonzero(~np.isnan(values))]  # NaN sort last
+        present = np.flatnonzero(~np.isnan(rows.metrics[m]))
+        values = rows.metrics[m][present]
+        order = np.argsort(values)
         ordered = values[order]
-        cells = chunk.cell[order]
+        cells = rows.cell[present[order]]
         for dim in range(len(_DIMENSIONS)):
-            size = groups.size(dim)
-            gid = groups.table(dim)[cells]
-            if size > 1:
-                ordered_dim = ordered[np.argsort(_radix_ids(gid, size), kind="stable")]
-            else:
-                ordered_dim = ordered
-            counts = _count(gid, size)
-            starts = np.cumsum(counts) - counts
-            out[dim][:, m, :] = _linear_percentiles(ordered_dim, starts, counts)
+            grouped = ordered
+            if groups.size(dim) > 1:
+                grouped = ordered[np.argsort(groups.narrow_table(dim)[cells], kind="stable")]
+            counts = totals[dim].n[:, m]
+            out[dim][:, m, :] = _linear_quantiles(grouped, np.cumsum(counts) - counts,
+                                                  counts)
     return out
 
 
 # ------------------------------------------------------------------ live percentiles
 
+# A bucket code packs a value's sign (0 zero, 1 positive, 2 negative) and sketch key;
+# keys stay within ±36,000 at 1 % accuracy over the whole float range.
+_KEY_BITS: Final = 20
+_KEY_BIAS: Final = 1 << (_KEY_BITS - 1)
+_CODE_BITS: Final = _KEY_BITS + 2
 
-_SIGN_SHIFT: Final = 20  # bucket code = (sign << 20) | (key + 2**19); |key| < 36,000 at 1 %
-_KEY_BIAS: Final = 1 << 19
+
+class _Sketch:
+    """A ``ddsketch`` sketch of one metric of one group, plus its two stores.
+
+    The sketch is the library's (``BaseDDSketch`` assembled exactly as ``DDSketch``
+    assembles it), so it merges and serializes like any other. Holding our own
+    references to its ``DenseStore``s lets ``_estimates`` read the ranks of many sketches
+    in one numpy pass over their bins, instead of one Python scan per rank.
+    """
+
+    __slots__ = ("negative", "positive", "sketch")
+
+    def __init__(self, mapping: LogarithmicMapping) -> None:
+        self.positive = DenseStore()
+        self.negative = DenseStore()
+        self.sketch = BaseDDSketch(mapping, self.positive, self.negative, 0.0)
+
+
+def _store_keys(stores: Sequence[DenseStore], ranks: _Ints, wanted: npt.NDArray[np.bool_],
+                ) -> _Ints:
+    """For each store (row) and 0-based rank: the key of the bin holding that rank —
+    the first bin whose running count exceeds it, which ``DenseStore.key_at_rank``
+    scans for. Entries where ``wanted`` is false are left 0."""
+    keys = np.zeros(ranks.shape, np.int64)
+    rows = np.flatnonzero(wanted.any(axis=1))
+    if len(rows) == 0:
+        return keys
+    bins = [stores[i].bins for i in rows.tolist()]
+    lengths = np.fromiter(map(len, bins), np.int64, len(bins))
+    running = np.cumsum(np.fromiter(chain.from_iterable(bins), np.float64, lengths.sum()))
+    ends = np.cumsum(lengths)
+    before = np.where(ends > lengths, running[np.maximum(ends - lengths - 1, 0)], 0.0)
+    found = np.searchsorted(running, before[:, None] + ranks[rows], side="right")
+    offsets = np.fromiter((stores[i].offset for i in rows.tolist()), np.int64, len(rows))
+    keys[rows] = found - (ends - lengths)[:, None] + offsets[:, None]
+    return np.where(wanted, keys, 0)
+
+
+def _estimates(sketches: Sequence[_Sketch], ranks: _Ints,
+               mapping: LogarithmicMapping) -> _Floats:
+    """Each sketch's estimate of its ``ranks``-th smallest values (0-based, ascending;
+    one row of ranks per sketch), as ``get_quantile_value`` answers them."""
+    count = np.array([s.sketch.count for s in sketches], np.float64).round()[:, None]
+    negatives = np.array([s.negative.count for s in sketches], np.float64).round()[:, None]
+    positives = np.array([s.positive.count for s in sketches], np.float64).round()[:, None]
+    first_positive = (count - positives).astype(np.int64)
+    is_negative = ranks < negatives
+    is_positive = ranks >= first_positive
+    # The i-th smallest negative value is the (negatives - 1 - i)-th smallest |value|.
+    negative_keys = _store_keys([s.negative for s in sketches],
+                                (negatives - 1 - ranks).astype(np.int64), is_negative)
+    positive_keys = _store_keys([s.positive for s in sketches], ranks - first_positive,
+                                is_positive)
+    out = np.zeros(ranks.shape)
+    out[is_negative] = -_bucket_values(negative_keys[is_negative], mapping)
+    out[is_positive] = _bucket_values(positive_keys[is_positive], mapping)
+    return out
+
+
+def _bucket_values(keys: _Ints, mapping: LogarithmicMapping) -> _Floats:
+    """``mapping.value`` of each key (computed once per distinct key)."""
+    distinct, where = np.unique(keys, return_inverse=True)
+    values = np.fromiter(map(mapping.value, distinct.tolist()), np.float64, len(distinct))
+    return values[where]
+
+
+def _sketch_quantiles(sketches: Sequence[_Sketch], mapping: LogarithmicMapping) -> _Floats:
+    """Percentiles of each sketch (rows; NaN when empty) as ``np.percentile`` (linear)
+    would compute them, interpolating the sketch's estimates of the two closest ranks:
+    each is then within the relative accuracy of the exact percentile."""
+    count = np.array([round(s.sketch.count) for s in sketches], np.int64)[:, None]
+    last = np.maximum(count - 1, 0)
+    virtual = last.astype(np.float64) * np.asarray(_QUANTILES)[None, :]
+    below = np.floor(virtual)
+    low = below.astype(np.int64)
+    high = np.minimum(low + 1, last)
+    ranks = np.concatenate([low, high], axis=1)
+    estimates = _estimates(sketches, ranks, mapping)
+    result = _lerp(estimates[:, : len(_QUANTILES)], estimates[:, len(_QUANTILES):],
+                   virtual - below)
+    result[count[:, 0] == 0] = np.nan
+    return result
 
 
 class _Sketches:
-    """One ``ddsketch.DDSketch`` per (dimension, group, metric), fed in batches.
+    """One ``_Sketch`` per (dimension, group, metric), fed a batch at a time.
 
-    Keys are computed for a whole batch with numpy from the library's mapping; each
-    distinct (group, bucket) pair is added once, with the bucket's representative value
-    (``mapping.value(key)``, which maps back to the same key) and its count as weight.
-    Every value lies within the relative accuracy of its bucket's representative, so the
-    sketch keeps the library's guarantee.
+    Bucket keys for the whole batch are computed with numpy from the library's mapping
+    parameters (gamma); each distinct (group, bucket) pair is then added once through
+    the library's ``add``, with the bucket's representative value ``mapping.value(key)``
+    and the number of values in it as the weight. Every value lies within the relative
+    accuracy of its bucket's representative, so the library's guarantee holds.
     """
 
     def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
-        self.relative_accuracy = relative_accuracy
-        self._mapping = LogarithmicMapping(relative_accuracy)  # what DDSketch uses
-        self._per_log2 = math.log(2.0) / math.log(self._mapping.gamma)
-        self._sketches: list[list[list[DDSketch]]] = [[] for _ in _DIMENSIONS]
+        self.mapping = LogarithmicMapping(relative_accuracy)  # the mapping DDSketch uses
+        self._per_log2 = math.log(2.0) / math.log(self.mapping.gamma)
+        self._sketches: list[list[list[_Sketch]]] = [[] for _ in _DIMENSIONS]
         self._representative: dict[int, float] = {}
 
-    def sketch(self, dim: int, group: int, metric: int) -> DDSketch:
+    def get(self, dim: int, group: int, metric: int) -> _Sketch:
         return self._sketches[dim][group][metric]
 
-    def fold(self, chunk: _Chunk, groups: _Groups) -> list[set[int]]:
-        """Add ``chunk``'s values; return the groups touched, per dimension."""
+    def fold(self, rows: _Rows, groups: _Groups) -> list[set[int]]:
+        """Add the values of ``rows``; return the groups touched, per dimension."""
         for dim in range(len(_DIMENSIONS)):
             while len(self._sketches[dim]) < groups.size(dim):
-                self._sketches[dim].append(
-                    [DDSketch(self.relative_accuracy) for _ in _METRICS])
+                self._sketches[dim].append([_Sketch(self.mapping) for _ in _METRICS])
         touched: list[set[int]] = [set() for _ in _DIMENSIONS]
         for m in range(len(_METRICS)):
-            values = chunk.metrics[m]
-            valid = ~np.isnan(values)
-            cell_codes, cell_counts = self._cell_buckets(chunk.cell[valid], values[valid])
+            values = rows.metrics[m]
+            present = ~np.isnan(values)
+            cell_codes, counts = self._cell_buckets(rows.cell[present], values[present])
             for dim in range(len(_DIMENSIONS)):
                 touched[dim].update(
-                    self._add(dim, m, groups.table(dim), cell_codes, cell_counts))
+                    self._add(dim, m, groups.table(dim), cell_codes, counts))
         return touched
 
     def _cell_buckets(self, cells: npt.NDArray[np.int32],
                       values: _Floats) -> tuple[_Ints, _Ints]:
         """Distinct (cell, bucket) codes among the values and how many fall in each."""
         magnitude = np.abs(values)
-        nonzero = magnitude > self._mapping.min_possible
+        nonzero = magnitude > self.mapping.min_possible
         keys = np.zeros(len(values), np.int64)
         keys[nonzero] = np.ceil(np.log2(magnitude[nonzero]) * self._per_log2)
         sign = np.where(nonzero, np.where(values > 0, 1, 2), 0)
-        codes = (sign << _SIGN_SHIFT) | (keys + _KEY_BIAS)
-        combined = (cells.astype(np.int64) << (_SIGN_SHIFT + 2)) | codes
-        unique, counts = np.unique(combined, return_counts=True)
+        codes = (sign << _KEY_BITS) | (keys + _KEY_BIAS)
+        unique, counts = np.unique((cells.astype(np.int64) << _CODE_BITS) | codes,
+                                   return_counts=True)
         return unique, counts.astype(np.int64)
 
-    def _add(self, dim: int, metric: int, table: npt.NDArray[np.intp],
-             cell_codes: _Ints, cell_counts: _Ints) -> set[int]:
-        """Merge cell buckets into group buckets and add them to the group sketches."""
-        mask = (1 << (_SIGN_SHIFT + 2)) - 1
-        gid = table[cell_codes >> (_SIGN_SHIFT + 2)].astype(np.int64)
-        combined = (gid << (_SIGN_SHIFT + 2)) | (cell_codes & mask)
-        unique, inverse = np.unique(combined, return_inverse=True)
-        weights = np.bincount(inverse, cell_counts, len(unique))
+    def _add(self, dim: int, metric: int, table: _Ids, cell_codes: _Ints,
+             counts: _Ints) -> set[int]:
+        """Sum cell buckets into group buckets and add those to the group sketches."""
+        low_bits = (1 << _CODE_BITS) - 1
+        gid = table[cell_codes >> _CODE_BITS].astype(np.int64)
+        unique, inverse = np.unique((gid << _CODE_BITS) | (cell_codes & low_bits),
+                                    return_inverse=True)
+        weights = np.bincount(inverse, counts, len(unique))
+        order = _extremes_first(unique >> _KEY_BITS)
         sketches = self._sketches[dim]
-        group_ids = (unique >> (_SIGN_SHIFT + 2)).tolist()
-        for group, code, weight in zip(group_ids, (unique & mask).tolist(),
-                                       weights.tolist(), strict=True):
-            sketches[group][metric].add(self._value(code), weight)
+        group_ids = (unique >> _CODE_BITS)[order].tolist()
+        for group, code, weight in zip(group_ids, (unique & low_bits)[order].tolist(),
+                                       weights[order].tolist(), strict=True):
+            sketches[group][metric].sketch.add(self._value(code), weight)
         return set(group_ids)
 
     def _value(self, code: int) -> float:
         """The representative value of a bucket code (0, or ± the mapping's value)."""
         value = self._representative.get(code)
         if value is None:
-            sign, key = code >> _SIGN_SHIFT, (code & (_KEY_BIAS * 2 - 1)) - _KEY_BIAS
-            value = 0.0 if sign == 0 else self._mapping.value(key)
+            sign, key = code >> _KEY_BITS, (code & (2 * _KEY_BIAS - 1)) - _KEY_BIAS
+            value = 0.0 if sign == 0 else self.mapping.value(key)
             value = -value if sign == 2 else value
             self._representative[code] = value
         return value
 
 
-def _element(sketch: DDSketch, index: int, count: int) -> float:
-    """The sketch's estimate of the ``index``-th smallest value (0-based).
-
-    The library answers quantile q with the value at rank q·(count−1) rounded down;
-    asking for rank index + 0.5 lands safely on ``index`` despite float rounding.
-    """
-    q = 1.0 if index >= count - 1 else (index + 0.5) / (count - 1)
-    value = sketch.get_quantile_value(q)
-    assert value is not None  # the sketch is not empty
-    return float(value)
-
-
-def _sketch_percentiles(sketch: DDSketch) -> list[float]:
-    """Percentiles like ``np.percentile`` (linear), from the sketch's estimates of the
-    two closest ranks, so each is within the relative accuracy of the exact value."""
-    count = round(sketch.count)
-    if count == 0:
-        return [_NAN] * len(_QUANTILES)
-    cache: dict[int, float] = {}
-
-    def element(index: int) -> float:
-        if index not in cache:
-            cache[index] = _element(sketch, index, count)
-        return cache[index]
-
-    result = []
-    for q in _QUANTILES:
-        virtual = (count - 1) * q
-        low = math.floor(virtual)
-        t = virtual - low
-        a = element(low)
-        if t == 0:
-            result.append(a)
-            continue
-        b = element(min(low + 1, count - 1))
-        result.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
-    return result
+def _extremes_first(runs: _Ints) -> _Ids:
+    """An order over sorted codes that visits each run's last (largest) code, then the
+    run from its start: a store then grows once to its full key range, not per add."""
+    order = np.arange(len(runs)) - 1
+    if len(runs):
+        starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+        ends = np.r_[starts[1:], len(runs)]
+        order[starts] = ends - 1
+    return order
 
 
 # ----------------------------------------------------------------------------- output
@@ -547,21 +606,22 @@ def _distribution(count: int, total: float, low: float, high: float,
                   percentiles: Sequence[float]) -> Distribution:
     if count == 0:
         return Distribution()
-    p50, p90, p95, p99 = (_optional(float(p)) for p in percentiles)
+    p50, p90, p95, p99 = (_optional(p) for p in percentiles)
     return Distribution(count=count, mean=total / count, min=low, max=high,
                         p50=p50, p90=p90, p95=p95, p99=p99)
 
 
-def _group_stats(totals: _CellTotals, sums: _FloatSums, percentiles: _Floats,
+def _group_stats(totals: _Totals, sums: _FloatSums, percentiles: _Floats,
                  group: int) -> GroupStats:
     """The ``GroupStats`` of one group from its dimension's arrays
     (``percentiles``: this group's (len(_METRICS), len(_QUANTILES)) array)."""
     status = dict(zip(_STATUSES, totals.status[group].tolist(), strict=True))
     ints = dict(zip(_INT_TOTALS, totals.ints[group].tolist(), strict=True))
     total = sum(status.values())
-    n, mins, maxs = totals.n[group].tolist(), totals.min[group].tolist(), totals.max[group]
+    n, lows, highs = totals.n[group].tolist(), totals.min[group].tolist(), totals.max[group]
     metric_sums = sums.metrics[group].tolist()
-    dists = [_distribution(n[m], metric_sums[m], mins[m], float(maxs[m]), percentiles[m])
+    pct = percentiles.tolist()
+    dists = [_distribution(n[m], metric_sums[m], lows[m], float(highs[m]), pct[m])
              for m in range(len(_METRICS))]
     latency_s = metric_sums[_LATENCY] / 1000.0
     return GroupStats(
@@ -582,13 +642,12 @@ def _group_stats(totals: _CellTotals, sums: _FloatSums, percentiles: _Floats,
     )
 
 
-def _summary(groups: _Groups, cell_totals: _CellTotals, sums: list[_FloatSums],
+def _summary(groups: _Groups, totals: list[_Totals], sums: list[_FloatSums],
              percentiles: list[_Floats], exact: bool) -> Summary:
     """Assemble the immutable ``Summary``; breakdowns are keyed in sorted order."""
     per_dim: list[MappingProxyType[Any, GroupStats]] = []
     for dim in range(len(_DIMENSIONS)):
-        totals = cell_totals.by_group(groups.table(dim), groups.size(dim))
-        stats = {name: _group_stats(totals, sums[dim], percentiles[dim][g], g)
+        stats = {name: _group_stats(totals[dim], sums[dim], percentiles[dim][g], g)
                  for g, name in enumerate(groups.names(dim)) if name is not None}
         per_dim.append(MappingProxyType(dict(sorted(stats.items()))))
     return Summary(
@@ -601,6 +660,10 @@ def _summary(groups: _Groups, cell_totals: _CellTotals, sums: list[_FloatSums],
     )
 
 
+def _per_group(totals: _Totals, groups: _Groups) -> list[_Totals]:
+    return [totals.by_group(groups.table(d), groups.size(d)) for d in range(len(_DIMENSIONS))]
+
+
 # ------------------------------------------------------------------------- aggregator
 
 
@@ -609,7 +672,9 @@ class Aggregator:
 
     Feed it with ``add_many`` (the fast path; the bus delivers batches) or ``add``;
     read live values with ``snapshot`` and exact ones with ``finalize``. Memory per
-    result is one row of columns (about 90 bytes), never the result object itself.
+    result is one row of columns (about 90 bytes); result objects are only held until
+    a batch of ``_BATCH`` is complete or a summary is asked for. Not thread-safe: one
+    task feeds it, as the bus does.
     """
 
     def __init__(self) -> None:
@@ -617,11 +682,11 @@ class Aggregator:
         self._columns = _Columns()
         self._staged: list[TestResult] = []  # not yet converted; fewer than _BATCH
         self._sketches = _Sketches()
-        self._folded = 0  # rows already in the sketches and running totals
-        self._live_totals = _CellTotals.zeros(0)
+        self._folded = 0  # rows already in the sketches and the running totals
+        self._live_totals = _Totals.zeros(0)
         self._live_sums = [_FloatSums.zeros(0) for _ in _DIMENSIONS]
-        self._live_percentiles = [np.zeros((0, len(_METRICS), len(_QUANTILES)))
-                                  for _ in _DIMENSIONS]
+        self._live_quantiles = [np.zeros((0, len(_METRICS), len(_QUANTILES)))
+                                for _ in _DIMENSIONS]
 
     @property
     def count(self) -> int:
@@ -635,9 +700,8 @@ class Aggregator:
             self._flush()
 
     def add_many(self, results: Iterable[TestResult]) -> None:
-        """Add results in order. They are staged and converted to columns one batch of
-        ``_BATCH`` at a time, so small deliveries cost no more per result than large
-        ones; at most one batch of result objects is ever held."""
+        """Add results in order, converted to columns ``_BATCH`` at a time, so small
+        deliveries cost no more per result than large ones."""
         iterator = iter(results)
         while True:
             self._staged.extend(islice(iterator, _BATCH - len(self._staged)))
@@ -646,46 +710,48 @@ class Aggregator:
             self._flush()
 
     def snapshot(self) -> Summary:
-        """Live aggregates: exact counts and sums, percentiles from DDSketches.
-
-        Only rows added since the previous snapshot are folded in, so the cost grows
-        with the new rows and the number of groups, not with the length of the run.
-        """
+        """Live aggregates: exact counts, sums, means, min and max; percentiles from
+        the DDSketches, in which only rows added since the previous snapshot are folded."""
         self._flush()
         new = self._columns.since(self._folded)
         self._folded = self._columns.rows
-        cells = self._groups.cells
-        self._live_totals = self._live_totals.merged(_CellTotals.of(new, cells))
-        self._live_sums = [old.merged(fresh) for old, fresh in
+        fresh = _Totals.of(new, self._groups.cells, extrema=True)
+        self._live_totals = self._live_totals.merged(fresh)
+        self._live_sums = [old.merged(add) for old, add in
                            zip(self._live_sums, _float_sums(new, self._groups), strict=True)]
-        touched = self._sketches.fold(new, self._groups)
-        for dim, groups in enumerate(touched):
-            self._refresh_percentiles(dim, groups)
-        return _summary(self._groups, self._live_totals, self._live_sums,
-                        self._live_percentiles, exact=False)
+        for dim, touched in enumerate(self._sketches.fold(new, self._groups)):
+            self._refresh_quantiles(dim, touched)
+        return _summary(self._groups, _per_group(self._live_totals, self._groups),
+                        self._live_sums, self._live_quantiles, exact=False)
 
     def finalize(self) -> Summary:
-        """Exact aggregates of every result added so far (callable repeatedly)."""
+        """Exact aggregates of every result added so far (can be called repeatedly)."""
         self._flush()
         rows = self._columns.since(0)
-        cells = self._groups.cells
-        return _summary(self._groups, _CellTotals.of(rows, cells),
-                        _float_sums(rows, self._groups),
-                        _exact_percentiles(rows, self._groups), exact=True)
+        totals = _per_group(_Totals.of(rows, self._groups.cells, extrema=False),
+                            self._groups)
+        quantiles = _exact_quantiles(rows, self._groups, totals)
+        for dim_totals, dim_quantiles in zip(totals, quantiles, strict=True):
+            dim_totals.min = dim_quantiles[:, :, 0]
+            dim_totals.max = dim_quantiles[:, :, -1]
+        return _summary(self._groups, totals, _float_sums(rows, self._groups),
+                        [q[:, :, 1:-1] for q in quantiles], exact=True)
 
     def _flush(self) -> None:
         if self._staged:
             staged, self._staged = self._staged, []
             self._columns.append(_extract(staged, self._groups))
 
-    def _refresh_percentiles(self, dim: int, touched: set[int]) -> None:
-        """Re-read the sketches of the touched groups of one dimension."""
-        cached = self._live_percentiles[dim]
+    def _refresh_quantiles(self, dim: int, touched: set[int]) -> None:
+        """Re-read the sketches of the groups of one dimension that got new values."""
+        cached = self._live_quantiles[dim]
         size = self._groups.size(dim)
         if len(cached) < size:
             grown = np.full((size, len(_METRICS), len(_QUANTILES)), np.nan)
             grown[: len(cached)] = cached
-            cached = self._live_percentiles[dim] = grown
-        for group in touched:
-            for m in range(len(_METRICS)):
-                cached[group, m] = _sketch_percentiles(self._sketches.sketch(dim, group, m))
+            cached = self._live_quantiles[dim] = grown
+        if touched:
+            groups = sorted(touched)
+            sketches = [self._sketches.get(dim, g, m) for g in groups for m in range(len(_METRICS))]
+            quantiles = _sketch_quantiles(sketches, self._sketches.mapping)
+            cached[groups] = quantiles.reshape(len(groups), len(_METRICS), len(_QUANTILES))

@@ -69,6 +69,9 @@ REQUEST_ID_HEADER = "X-Fleetbench-Request-Id"
 CONTROL_PREFIX = "/_fakevendor"
 """Path prefix of the control endpoints (trace, reset)."""
 
+CLIENT_CLOSED_REQUEST = 499
+"""Trace status when the client disconnected before the response was complete (nginx's code)."""
+
 READY_PREFIX = "FAKEVENDOR_READY "
 """Line :func:`main` prints on stdout, followed by the base URL, once it accepts requests."""
 
@@ -122,11 +125,14 @@ class TraceEntry:
     received: float
     """The handler started (request line and headers parsed)."""
     first_token: float | None = None
-    """The first content was handed to the socket (non-streaming: the whole body)."""
+    """The first content chunk was handed to the socket (non-streaming: the whole response)."""
     last_token: float | None = None
-    """The last content chunk was handed to the socket."""
+    """The last content chunk was handed to the socket (``None`` until then)."""
     last_byte: float | None = None
-    """The response was complete (after ``[DONE]`` and the terminating chunk)."""
+    """The end of the response (``[DONE]`` and the terminating chunk) was handed to the socket.
+
+    Write timestamps are taken immediately before the write call that sends the bytes, and kept
+    only if it succeeded."""
     status: int = 200
     completion_tokens: int = 0
 
@@ -216,20 +222,46 @@ class FakeOpenAIService:
     def __init__(self, config: FakeOpenAIConfig | None = None) -> None:
         self.config = config or FakeOpenAIConfig()
         self.requests = 0
+        """Chat completion requests received (including rejected ones)."""
+        self.in_flight = 0
+        """Chat completion requests whose response is not complete yet."""
+        self.max_in_flight = 0
+        """The highest ``in_flight`` seen (e.g. to check a client's concurrency limit)."""
         self.trace: list[TraceEntry] = []
         self._created = int(time.time())
         self._templates: dict[tuple[str, int, int], _StreamTemplate] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def reset(self) -> None:
-        """Forget the trace and the request count."""
+        """Forget the trace and the counters (requests in flight stay counted)."""
         self.requests = 0
+        self.max_in_flight = self.in_flight
         self.trace = []
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once ``count`` chat requests have arrived (an event for tests, no polling)."""
+        if self.requests >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((count, waiter))
+        await waiter
+
+    def _wake_waiters(self) -> None:
+        pending = []
+        for count, waiter in self._waiters:
+            if self.requests < count:
+                pending.append((count, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        self._waiters = pending
 
     def snapshot(self) -> dict[str, Any]:
         """The state as JSON-able data (what ``GET /_fakevendor/trace`` returns)."""
         return {
             "clock": clock_description(),
             "requests": self.requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "cpu_s": time.process_time(),
             "trace": [entry.to_dict() for entry in self.trace],
         }
@@ -239,7 +271,12 @@ class FakeOpenAIService:
         received = time.perf_counter()
         path = request.path
         if path == "/v1/chat/completions" and request.method == "POST":
-            return await self._chat(request, received)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await self._chat(request, received)
+            finally:
+                self.in_flight -= 1
         if path.startswith(CONTROL_PREFIX):
             return self._control(request, path[len(CONTROL_PREFIX) :])
         return _error(404, f"Unknown path {path}", "not_found")
@@ -257,6 +294,8 @@ class FakeOpenAIService:
         entry = TraceEntry(request.headers.get(REQUEST_ID_HEADER), False, received)
         self.requests += 1
         self.trace.append(entry)
+        if self._waiters:
+            self._wake_waiters()
         try:
             body = json.loads(await request.read())
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
@@ -301,9 +340,14 @@ class FakeOpenAIService:
             body=json.dumps(payload, separators=(",", ":")).encode(),
             content_type="application/json",
         )
-        await response.prepare(request)
-        await response.write_eof()
-        entry.first_token = entry.last_token = entry.last_byte = time.perf_counter()
+        try:
+            await response.prepare(request)  # buffers the headers; write_eof() sends it all
+            written = time.perf_counter()
+            await response.write_eof()
+        except ConnectionResetError:  # the client went away (e.g. it timed out)
+            entry.status = CLIENT_CLOSED_REQUEST
+            return response
+        entry.first_token = entry.last_token = entry.last_byte = written
         return response
 
     async def _stream(
@@ -324,21 +368,42 @@ class FakeOpenAIService:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)  # headers go out now, as with real vendors
+        try:
+            await response.prepare(request)  # headers go out now, as with real vendors
+            await self._write_stream(response, entry, config, template, cid, usage, include_usage)
+        except ConnectionResetError:  # the client went away (e.g. it timed out)
+            entry.status = CLIENT_CLOSED_REQUEST
+        return response
+
+    async def _write_stream(
+        self,
+        response: web.StreamResponse,
+        entry: TraceEntry,
+        config: FakeOpenAIConfig,
+        template: _StreamTemplate,
+        cid: bytes,
+        usage: dict[str, int],
+        include_usage: bool,
+    ) -> None:
         if config.ttft_ms:
             await asyncio.sleep(config.ttft_ms / 1000)
         itl = config.itl_ms / 1000
+        written = 0.0
         for index, tail in enumerate(template.chunk_tails):
             if index and itl:
                 await asyncio.sleep(itl)
+            # Stamped just before the write: aiohttp hands the bytes to the socket inside the
+            # call, and a stamp taken after it could be late if this process is descheduled.
+            written = time.perf_counter()
             await response.write(_CHUNK_HEAD + cid + tail)
-            entry.last_token = time.perf_counter()
             if index == 0:
-                entry.first_token = entry.last_token
+                entry.first_token = written
+        if template.chunk_tails:
+            entry.last_token = written
         end = [_CHUNK_HEAD + cid + template.finish_tail]
         if include_usage:
             final = {
-                "id": completion_id,
+                "id": cid.decode(),
                 "object": "chat.completion.chunk",
                 "created": self._created,
                 "model": config.model,
@@ -347,10 +412,9 @@ class FakeOpenAIService:
             }
             end.append(b"data: " + json.dumps(final, separators=(",", ":")).encode() + b"\n\n")
         end.append(b"data: [DONE]\n\n")
-        await response.write(b"".join(end))
-        await response.write_eof()
-        entry.last_byte = time.perf_counter()
-        return response
+        written = time.perf_counter()
+        await response.write_eof(b"".join(end))  # the tail and the terminating chunk
+        entry.last_byte = written
 
 
 class FakeOpenAIServer:
@@ -409,6 +473,18 @@ class FakeOpenAIServer:
     def requests(self) -> int:
         """Number of chat completion requests received (including rejected ones)."""
         return self.service.requests
+
+    @property
+    def in_flight(self) -> int:
+        return self.service.in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.service.max_in_flight
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once ``count`` chat requests have arrived."""
+        await self.service.wait_for_requests(count)
 
     @property
     def trace(self) -> list[TraceEntry]:

@@ -27,8 +27,11 @@ What we change relative to ``AiohttpTransport`` 0.2.0, and why (each is tested i
 * **CPU per request.** The request path is our own (no nested context managers, cached
   ``aiohttp.ClientTimeout`` and ``yarl.URL`` objects, headers handed over as a ready
   ``CIMultiDict``, one generator layer for the body), and the client skips httpx's
-  cookie-extraction machinery for responses without ``Set-Cookie`` (about 15% of httpx's
-  per-request CPU here; cookies that *are* set still work) and caches parsed URLs.
+  cookie-extraction machinery for responses without ``Set-Cookie`` (it cost ~0.04 ms of
+  ~0.33 ms CPU per request here; cookies that *are* set still work) and caches parsed URLs.
+  Together: ~0.33 -> ~0.25 ms CPU per request against the fake vendor (raw aiohttp ~0.14).
+  Note that httpx logs one INFO record per request on the ``httpx`` logger: keep that logger
+  at WARNING during runs, or logging costs more than the transport.
 * **Session settings.** One ``aiohttp.TCPConnector`` sized by ``max_connections`` (no
   per-host cap), idle keep-alive of :data:`KEEPALIVE_EXPIRY_S`, no aiohttp cookie jar (httpx
   keeps the cookies), no automatic decompression (httpx decodes ``Content-Encoding``), no

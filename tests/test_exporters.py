@@ -540,7 +540,9 @@ def test_results_jsonl_is_plan_order_and_round_trips(tmp_path: Path) -> None:
     export(tmp_path, results)
     lines = (tmp_path / "results.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(results)
-    assert all(line == json.dumps(json.loads(line), sort_keys=True) for line in lines)
+    # compact JSON with sorted keys, so each line is canonical
+    assert all(line == json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=False) for line in lines)
     assert [result_from_dict(json.loads(line)) for line in lines] == results
 
 

@@ -86,7 +86,8 @@ async def test_non_streaming_chat_completion(client: httpx.AsyncClient) -> None:
     assert not entry.stream
     assert entry.status == 200
     assert entry.completion_tokens == 3
-    assert entry.latency_s is not None and entry.latency_s >= 0.005
+    assert entry.latency_s is not None
+    assert entry.latency_s >= 0.005
 
 
 async def test_streaming_lines_arrive_as_the_server_writes_them(
@@ -109,7 +110,9 @@ async def test_streaming_lines_arrive_as_the_server_writes_them(
                     assert server.trace[0].last_token is None
         [entry] = server.trace
 
-    assert entry.stream and entry.first_token is not None and entry.last_token is not None
+    assert entry.stream
+    assert entry.first_token is not None
+    assert entry.last_token is not None
     first_seen = seen[0][0]
     assert entry.first_token <= first_seen < entry.last_token
     chunks = [json.loads(line.removeprefix("data: ")) for _, line in seen[:-1]]
@@ -117,11 +120,12 @@ async def test_streaming_lines_arrive_as_the_server_writes_them(
     assert content == "Hello from the fake"
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
     assert seen[-1][1] == "data: [DONE]"
-    # The four content chunks were seen at four different times, ~itl apart (not in one go).
+    # The four content chunks were seen spread over ~3 x itl, not in one go at the end.
     content_times = [t for t, _ in seen[:4]]
-    assert all(b - a >= 0.02 for a, b in zip(content_times, content_times[1:], strict=False))
+    assert content_times[-1] - content_times[0] >= 0.06
 
 
 async def test_aiter_bytes_yields_the_first_chunk_before_the_last_is_written(
@@ -176,7 +180,8 @@ async def test_error_status_is_a_response_not_an_exception(client: httpx.AsyncCl
     async with FakeOpenAIServer() as server:
         bad = await client.post(f"{server.base_url}/chat/completions", content=b"{not json")
         missing = await client.get(f"{server.base_url}/nope")
-    assert bad.status_code == 400 and "Invalid request body" in bad.json()["error"]["message"]
+    assert bad.status_code == 400
+    assert "Invalid request body" in bad.json()["error"]["message"]
     assert missing.status_code == 404
     assert server.requests == 1
     assert server.trace[0].status == 400
@@ -202,18 +207,20 @@ async def test_read_timeout_maps_to_httpx_read_timeout() -> None:
 async def test_read_timeout_while_streaming_maps_to_httpx_read_timeout(
     client: httpx.AsyncClient,
 ) -> None:
-    async with FakeOpenAIServer(ttft_ms=10, itl_ms=2000, output_tokens=2) as server:
-        async with client.stream(
+    async with (
+        FakeOpenAIServer(ttft_ms=10, itl_ms=2000, output_tokens=2) as server,
+        client.stream(
             "POST",
             f"{server.base_url}/chat/completions",
             json={**CHAT, "stream": True},
             timeout=httpx.Timeout(5.0, read=0.2),
-        ) as response:
-            lines = response.aiter_lines()
-            assert (await anext(lines)).startswith("data: ")
-            with pytest.raises(httpx.ReadTimeout):
-                async for _ in lines:
-                    pass
+        ) as response,
+    ):
+        lines = response.aiter_lines()
+        assert (await anext(lines)).startswith("data: ")
+        with pytest.raises(httpx.ReadTimeout):
+            async for _ in lines:
+                pass
 
 
 async def test_pool_wait_is_bounded_and_maps_to_a_timeout() -> None:
@@ -223,8 +230,7 @@ async def test_pool_wait_is_bounded_and_maps_to_a_timeout() -> None:
     ):
         url = f"{server.base_url}/chat/completions"
         slow = asyncio.create_task(client.post(url, json=CHAT))
-        while server.requests == 0:  # the only connection is now busy
-            await asyncio.sleep(0.005)
+        await server.wait_for_requests(1)  # the only connection is now busy
         with pytest.raises(httpx.TimeoutException) as caught:
             await client.post(url, json=CHAT, timeout=httpx.Timeout(5.0, pool=0.1, connect=0.1))
         assert isinstance(caught.value, httpx.ConnectTimeout)
@@ -344,24 +350,33 @@ async def test_client_settings_and_transport_name() -> None:
         assert transport.max_connections == 8
     finally:
         await client.aclose()
-    assert "aiohttp" in transport_name() and "httpx" in transport_name()
+    assert "aiohttp" in transport_name()
+    assert "httpx" in transport_name()
     with pytest.raises(ValueError, match="timeout_s"):
         create_http_client(timeout_s=0)
     with pytest.raises(ValueError, match="max_connections"):
         create_http_client(max_connections=0)
 
 
-async def test_connections_are_reused_and_capped(client: httpx.AsyncClient) -> None:
-    async with FakeOpenAIServer() as server, create_http_client(max_connections=4) as capped:
+async def test_connections_are_capped_and_reused() -> None:
+    async with (
+        FakeOpenAIServer(latency_ms=20) as server,
+        create_http_client(max_connections=4) as capped,
+    ):
         url = f"{server.base_url}/chat/completions"
-        await asyncio.gather(*(capped.post(url, json=CHAT) for _ in range(40)))
+        responses = await asyncio.gather(*(capped.post(url, json=CHAT) for _ in range(40)))
+        assert all(r.status_code == 200 for r in responses)
+        assert server.requests == 40
+        assert server.max_in_flight == 4  # the cap, measured at the server
         transport = capped._transport
         assert isinstance(transport, FleetAiohttpTransport)
         session = transport._session
-        assert session is not None and session.connector is not None
-        # Every connection the pool opened is idle again, and there were never more than 4.
-        assert 1 <= len(session.connector._conns[next(iter(session.connector._conns))]) <= 4
-    assert server.requests == 40
+        assert session is not None
+        assert session.connector is not None
+        # aiohttp's idle pool (private, but the only witness of reuse): the 4 connections
+        # that served all 40 requests are back in it, none was thrown away.
+        [idle] = session.connector._conns.values()
+        assert len(idle) == 4
 
 
 # --- the fake vendor itself --------------------------------------------------------------------
@@ -373,13 +388,16 @@ async def test_fake_vendor_trace_reset_and_knobs(client: httpx.AsyncClient) -> N
         await client.post(url, json=CHAT)
         server.configure(output_tokens=5, model="other")
         body = (await client.post(url, json=CHAT)).json()
-        assert body["model"] == "other" and body["usage"]["completion_tokens"] == 5
-        snapshot = (await client.get(server.base_url.removesuffix("/v1") + "/_fakevendor/trace"))
+        assert body["model"] == "other"
+        assert body["usage"]["completion_tokens"] == 5
+        snapshot = await client.get(server.base_url.removesuffix("/v1") + "/_fakevendor/trace")
         data = snapshot.json()
-        assert data["requests"] == 2 and len(data["trace"]) == 2
+        assert data["requests"] == 2
+        assert len(data["trace"]) == 2
         assert "CLOCK_MONOTONIC" in data["clock"] or "perf_counter" in data["clock"]
         await client.post(server.base_url.removesuffix("/v1") + "/_fakevendor/reset")
-        assert server.requests == 0 and server.trace == []
+        assert server.requests == 0
+        assert server.trace == []
     with pytest.raises(ValueError, match="tokens_per_chunk"):
         FakeOpenAIConfig(tokens_per_chunk=0)
 
@@ -398,8 +416,27 @@ def test_fake_vendor_in_a_subprocess_shares_the_clock() -> None:
         sent, done = asyncio.run(call(server.base_url))
         snapshot = server.fetch()
     [entry] = snapshot["trace"]
-    assert snapshot["requests"] == 1 and entry.request_id == "x"
+    assert snapshot["requests"] == 1
+    assert entry.request_id == "x"
     # The child's timestamps are on this process's perf_counter clock.
     assert entry.last_byte is not None
     assert sent <= entry.received < entry.last_byte <= done
     assert entry.last_byte - entry.received >= 0.03
+
+
+async def test_explicit_proxy_is_used() -> None:
+    request_lines: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_lines.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nproxied")
+        await writer.drain()
+        writer.close()
+
+    server, proxy_url = await _raw_server(proxy)
+    transport = FleetAiohttpTransport(proxy=httpx.Proxy(proxy_url))
+    async with server, httpx.AsyncClient(transport=transport) as client:
+        response = await client.get("http://vendor.invalid/v1/models")
+    assert response.text == "proxied"
+    assert request_lines == [b"GET http://vendor.invalid/v1/models HTTP/1.1"]
