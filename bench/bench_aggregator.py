@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"      naive                                = "
           f"{' / '.join(f'{v:.3f}' for v in naive)}")
     live = snap.fleet.latency_ms
-    assert live.p50 is not None and exact.p50 is not None
+    assert live.p50 is not None
+    assert exact.p50 is not None
     print(f"      snapshot (DDSketch)                  = "
           f"{live.p50:.3f} / {live.p90:.3f} / {live.p95:.3f} / {live.p99:.3f}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

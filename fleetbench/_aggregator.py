@@ -151,16 +151,14 @@ def _extract(batch: Sequence[TestResult], groups: _Groups) -> _Rows:
         ints[_OUTPUT, has_usage] = np.fromiter([u.output_tokens for u in used], np.int32)
         ints[_CACHED, has_usage] = np.fromiter(
             [u.cached_input_tokens for u in used], np.int32)
-    return _Rows(
-        cell=groups.intern(list(map(_CELL_KEY, [r.item for r in batch]))),
-        status=np.fromiter(map(_STATUS_CODE.__getitem__, [r.status for r in batch]),
-                           np.int8, n),
-        metrics=metrics,
-        ints=ints,
-        has_usage=has_usage,
-        cost=np.fromiter([_NAN if (v := r.cost_usd) is None else v for r in batch],
-                         np.float64, n),
-    )
+    status = np.fromiter(map(_STATUS_CODE.__getitem__, [r.status for r in batch]),
+                         np.int8, n)
+    cost = np.fromiter([_NAN if (v := r.cost_usd) is None else v for r in batch],
+                       np.float64, n)
+    # Cells last: a batch that fails to convert registers no group without rows.
+    cell = groups.intern(list(map(_CELL_KEY, [r.item for r in batch])))
+    return _Rows(cell=cell, status=status, metrics=metrics, ints=ints,
+                 has_usage=has_usage, cost=cost)
 
 
 # ----------------------------------------------------------------------------- groups
@@ -473,7 +471,7 @@ def _estimates(sketches: Sequence[_Sketch], ranks: _Ints,
     positives = np.array([s.positive.count for s in sketches], np.float64).round()[:, None]
     first_positive = (count - positives).astype(np.int64)
     is_negative = ranks < negatives
-    is_positive = ranks >= first_positive
+    is_positive = (ranks >= first_positive) & (ranks < count)  # none in an empty sketch
     # The i-th smallest negative value is the (negatives - 1 - i)-th smallest |value|.
     negative_keys = _store_keys([s.negative for s in sketches],
                                 (negatives - 1 - ranks).astype(np.int64), is_negative)
@@ -547,7 +545,7 @@ class _Sketches:
     def _cell_buckets(self, cells: npt.NDArray[np.int32],
                       values: _Floats) -> tuple[_Ints, _Ints]:
         """Distinct (cell, bucket) codes among the values and how many fall in each."""
-        magnitude = np.abs(values)
+        magnitude = np.minimum(np.abs(values), self.mapping.max_possible)  # inf: top key
         nonzero = magnitude > self.mapping.min_possible
         keys = np.zeros(len(values), np.int64)
         keys[nonzero] = np.ceil(np.log2(magnitude[nonzero]) * self._per_log2)
@@ -618,10 +616,10 @@ def _group_stats(totals: _Totals, sums: _FloatSums, percentiles: _Floats,
     status = dict(zip(_STATUSES, totals.status[group].tolist(), strict=True))
     ints = dict(zip(_INT_TOTALS, totals.ints[group].tolist(), strict=True))
     total = sum(status.values())
-    n, lows, highs = totals.n[group].tolist(), totals.min[group].tolist(), totals.max[group]
+    n, lows, highs = (a[group].tolist() for a in (totals.n, totals.min, totals.max))
     metric_sums = sums.metrics[group].tolist()
     pct = percentiles.tolist()
-    dists = [_distribution(n[m], metric_sums[m], lows[m], float(highs[m]), pct[m])
+    dists = [_distribution(n[m], metric_sums[m], lows[m], highs[m], pct[m])
              for m in range(len(_METRICS))]
     latency_s = metric_sums[_LATENCY] / 1000.0
     return GroupStats(

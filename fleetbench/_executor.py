@@ -18,7 +18,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetbench._clock import utc_now
@@ -64,7 +64,8 @@ class ExecutionPlan:
     :param on_result: called once per finished test, in completion order; awaited so
         it can apply backpressure.
     :param evaluator: builds (and caches) the evaluator of an ``EvaluatorRef``.
-    :param cached: looks a test up in the result cache (``global_settings.cache``).
+    :param cached: looks a test up in the result cache (``global_settings.cache``); a
+        hit is judged again by the test's own evaluators and marked ``cached``.
     """
 
     items: Sequence[WorkItem]
@@ -139,8 +140,8 @@ class LocalExecutor:
 
     async def _run_one(self, lane: ProviderLane, item: WorkItem) -> TestResult:
         cached = self.plan.cached(item) if self.plan.cached else None
-        if cached is not None:
-            return cached
+        if cached is not None and cached.response is not None:
+            return await self._reuse(item, cached)
         picked = time.perf_counter()
         started_at = utc_now()
         _, delay_ms = self.plan.scenario_limits[(item.repo_id, item.scenario)]
@@ -178,6 +179,16 @@ class LocalExecutor:
             passed = all(v.passed and not v.error for v in verdicts)
             return call.finish(Status.PASSED if passed else Status.FAILED, response=response,
                                verdicts=verdicts)
+
+    async def _reuse(self, item: WorkItem, cached: TestResult) -> TestResult:
+        """A cached answer, judged again by this test's evaluators."""
+        assert cached.response is not None
+        verdicts = await self._evaluate(item, cached.response)
+        passed = all(v.passed and not v.error for v in verdicts)
+        now = utc_now()
+        return replace(cached, item=item, status=Status.PASSED if passed else Status.FAILED,
+                       verdicts=verdicts, cached=True, started_at=now, finished_at=now,
+                       queue_ms=0.0)
 
     async def _evaluate(self, item: WorkItem, response: ProviderResponse) -> tuple[Verdict, ...]:
         verdicts = []

@@ -10,6 +10,7 @@ uninterrupted one write the same files.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ from fleetbench._store import RunRecord, RunStore, StoreWriter
 from fleetbench.errors import PluginError
 from fleetbench.events import Event, RunFinished, RunStarted, TestFinished
 from fleetbench.plugin import Evaluator, Exporter, RunInfo
-from fleetbench.records import EvaluatorRef, RunStatus, Summary, TestResult
+from fleetbench.records import EvaluatorRef, RunStatus, Summary, TestResult, WorkItem
 
 __all__ = ["RunOutcome", "execute_run"]
 
@@ -213,8 +214,12 @@ class _Execution:
         settings = manifest.global_settings
         bus = self.bus
 
+        use_cache = settings.cache
+
         async def on_result(result: TestResult) -> None:
             bus.publish(lambda seq: TestFinished(self.plan.run_id, seq, result))
+            if use_cache and not result.cached:
+                self.store.cache_put(self._cache_key(result.item), result)
             await bus.throttle()
 
         plan = ExecutionPlan(
@@ -228,6 +233,8 @@ class _Execution:
             test_timeout_s=settings.test_timeout_seconds,
             max_in_flight=settings.max_in_flight,
             continue_on_failure=settings.continue_on_failure,
+            cached=(lambda item: self.store.cache_get(self._cache_key(item))) if use_cache
+            else None,
             cancel=cancel,
         )
         stopped_by = await LocalExecutor(plan).run()
@@ -237,6 +244,17 @@ class _Execution:
         if cancel.is_set():
             return RunStatus.CANCELLED, "cancelled"
         return RunStatus.COMPLETED, None
+
+    def _cache_key(self, item: WorkItem) -> str:
+        """Identical requests share a key: same provider endpoint, model, prompt, settings,
+        streaming and epoch (so repeats stay independent samples)."""
+        lane = self.lanes.by_key[item.provider_key]
+        request = {"provider": item.provider, "model": item.model,
+                   "base_url": lane.provider.config.base_url, "prompt": item.prompt,
+                   "settings": item.settings.as_dict(), "stream": item.stream,
+                   "epoch": item.epoch}
+        return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()
+                              ).hexdigest()
 
     def _evaluator(self, ref: EvaluatorRef) -> Evaluator:
         key = (ref.name, json.dumps(dict(ref.options), sort_keys=True, default=str))

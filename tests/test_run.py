@@ -368,3 +368,21 @@ def test_cli_run_killed_with_sigkill_resumes_to_exactly_one_result_per_test(
     with (Path(report["output_dir"]) / "providers.csv").open() as handle:
         (provider,) = list(csv.DictReader(handle))
     assert provider["total_tests"] == "100"
+
+
+async def test_result_cache_reuses_identical_requests_across_runs(
+        fleet_dir: FleetDir, probe_host: PluginHost, tmp_path: Path) -> None:
+    _probe_fleet(fleet_dir)
+    fleet_dir.manifest["global_settings"] = {"cache": True}
+    first = await _run(fleet_dir, probe_host, tmp_path)
+    calls_after_first = len(_Probe.calls)
+    prepared = prepare_file(fleet_dir.write(), host=probe_host, cache_dir=tmp_path / "cache",
+                            run_key="second")  # another run id, same requests
+    with RunStore(tmp_path / "state") as store:
+        second = await execute_run(prepared, host=probe_host, store=store)
+    assert second.run_id != first.run_id
+    assert len(_Probe.calls) == calls_after_first  # nothing was sent again
+    rows = _jsonl(second)
+    assert len(rows) == 16
+    assert all(r["cached"] for r in rows)
+    assert [r["status"] for r in rows] == [r["status"] for r in _jsonl(first)]
