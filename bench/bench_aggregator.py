@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"built {args.n:,} results in {build_s:.1f} s (not timed below); "
           f"pinned to CPU {sorted(os.sched_getaffinity(0))}")
 
+    one_call_s, _ = timed(lambda: ingest(results, len(results)))
     ingest_s, agg = timed(lambda: ingest(results, args.batch))
     final_s, final = timed(agg.finalize)
     again_s, _ = timed(agg.finalize)
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"repository×provider)")
     print(f"ingest (add_many, batches of {args.batch:,}): {ingest_s * 1e3:8.1f} ms  "
           f"({args.n / ingest_s / 1e6:.2f} M results/s)")
+    print(f"ingest (one add_many call of all N):   {one_call_s * 1e3:8.1f} ms")
     print(f"finalize (exact, all breakdowns):      {final_s * 1e3:8.1f} ms  "
           f"(again: {again_s * 1e3:.1f} ms)")
     print(f"ingest + finalize:                     {total * 1e3:8.1f} ms  "
@@ -175,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     assert exact.p50 is not None
     print(f"      snapshot (DDSketch)                  = "
           f"{live.p50:.3f} / {live.p90:.3f} / {live.p95:.3f} / {live.p99:.3f}")
+    buffer = agg._columns._buffer  # white box: what the aggregator keeps per result
+    held = sum(a.nbytes for a in (buffer.cell, buffer.status, buffer.metrics, buffer.ints,
+                                  buffer.has_usage, buffer.cost))
+    print(f"aggregator columns: {held / 2**20:.0f} MiB for {agg.count:,} results "
+          f"(capacity {len(buffer):,} rows, {held / len(buffer):.0f} bytes per row)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the whole process (results included): {rss:.0f} MiB")
 

@@ -125,7 +125,7 @@ class _Columns:
         self.rows = need
 
     def since(self, row: int) -> _Rows:
-        """Rows ``row`` and later, as views valid until the next ``append``."""
+        """Rows ``row`` and later, as views (rows appended later are not in them)."""
         return self._buffer.slice(min(row, self.rows), self.rows)
 
 
@@ -212,8 +212,8 @@ class _Groups:
         return self._tables[dim]
 
     def narrow_table(self, dim: int) -> npt.NDArray[Any]:
-        """``table(dim)`` in the narrowest unsigned dtype: looked-up ids then sort by
-        numpy's radix sort (``kind="stable"`` on 8- and 16-bit ints)."""
+        """``table(dim)`` in the narrowest unsigned dtype, so that group ids looked up
+        through it sort with numpy's radix sort (``kind="stable"`` on 8/16-bit ints)."""
         self.table(dim)
         return self._narrow[dim]
 
@@ -360,9 +360,6 @@ def _float_sums(rows: _Rows, groups: _Groups) -> list[_FloatSums]:
 
 # ------------------------------------------------------------------ exact percentiles
 
-_EXACT_QUANTILES: Final = (0.0, *_QUANTILES, 1.0)  # q = 0 and 1 give min and max
-
-
 def _lerp(a: _Floats, b: _Floats, t: _Floats) -> _Floats:
     """numpy's own linear interpolation (``np.percentile`` method "linear"), which
     switches formula at t = 0.5 so that the result is exact at both ends."""
@@ -371,22 +368,23 @@ def _lerp(a: _Floats, b: _Floats, t: _Floats) -> _Floats:
 
 
 def _linear_quantiles(ordered: _Floats, starts: _Ints, counts: _Ints) -> _Floats:
-    """Quantiles of each group of ``ordered`` (groups laid end to end, each sorted).
-
-    Returns (groups, len(_EXACT_QUANTILES)), NaN for empty groups: bit for bit what
-    ``np.percentile(group, 100 * q)`` gives.
+    """Min, percentiles and max of each group of ``ordered`` (groups laid end to end,
+    each sorted): (groups, 2 + len(_QUANTILES)), NaN for empty groups. Percentiles are
+    bit for bit what ``np.percentile(group, 100 * q)`` gives.
     """
-    result = np.full((len(counts), len(_EXACT_QUANTILES)), np.nan)
+    result = np.full((len(counts), 2 + len(_QUANTILES)), np.nan)
     filled = counts > 0
     if not filled.any():
         return result
     last = (counts[filled] - 1)[:, None]
-    virtual = last.astype(np.float64) * np.asarray(_EXACT_QUANTILES)[None, :]
+    virtual = last.astype(np.float64) * np.asarray(_QUANTILES)[None, :]
     below = np.floor(virtual)
     low = below.astype(np.int64)
     high = np.minimum(low + 1, last)
     base = starts[filled][:, None]
-    result[filled] = _lerp(ordered[base + low], ordered[base + high], virtual - below)
+    result[filled, 1:-1] = _lerp(ordered[base + low], ordered[base + high], virtual - below)
+    result[filled, 0] = ordered[base[:, 0]]
+    result[filled, -1] = ordered[base[:, 0] + last[:, 0]]
     return result
 
 
@@ -396,9 +394,9 @@ def _exact_quantiles(rows: _Rows, groups: _Groups, totals: list[_Totals]) -> lis
     Each metric's non-None values are sorted once; per dimension, a stable (radix)
     argsort of their group ids lays the groups end to end with values still sorted
     inside each (group sizes come from ``totals``). Returns per dimension a
-    (groups, metrics, _EXACT_QUANTILES) array.
+    (groups, metrics, [min, *percentiles, max]) array.
     """
-    out = [np.full((groups.size(d), len(_METRICS), len(_EXACT_QUANTILES)), np.nan)
+    out = [np.full((groups.size(d), len(_METRICS), 2 + len(_QUANTILES)), np.nan)
            for d in range(len(_DIMENSIONS))]
     for m in range(len(_METRICS)):
         present = np.flatnonzero(~np.isnan(rows.metrics[m]))
@@ -429,9 +427,10 @@ class _Sketch:
     """A ``ddsketch`` sketch of one metric of one group, plus its two stores.
 
     The sketch is the library's (``BaseDDSketch`` assembled exactly as ``DDSketch``
-    assembles it), so it merges and serializes like any other. Holding our own
+    assembles it), so it merges with any other 1 % DDSketch. Holding our own
     references to its ``DenseStore``s lets ``_estimates`` read the ranks of many sketches
-    in one numpy pass over their bins, instead of one Python scan per rank.
+    in one numpy pass over their bins, instead of one Python scan per rank. (Its own
+    sum, min and max are of bucket representatives; exact ones are kept in ``_Totals``.)
     """
 
     __slots__ = ("negative", "positive", "sketch")
@@ -670,9 +669,9 @@ class Aggregator:
 
     Feed it with ``add_many`` (the fast path; the bus delivers batches) or ``add``;
     read live values with ``snapshot`` and exact ones with ``finalize``. Memory per
-    result is one row of columns (about 90 bytes); result objects are only held until
-    a batch of ``_BATCH`` is complete or a summary is asked for. Not thread-safe: one
-    task feeds it, as the bus does.
+    result is one row of columns (70 bytes, in buffers that double when full); result
+    objects are only held until a batch of ``_BATCH`` is complete or a summary is asked
+    for. Not thread-safe: one task feeds it, as the bus does.
     """
 
     def __init__(self) -> None:
@@ -750,6 +749,7 @@ class Aggregator:
             cached = self._live_quantiles[dim] = grown
         if touched:
             groups = sorted(touched)
-            sketches = [self._sketches.get(dim, g, m) for g in groups for m in range(len(_METRICS))]
+            sketches = [self._sketches.get(dim, g, m)
+                        for g in groups for m in range(len(_METRICS))]
             quantiles = _sketch_quantiles(sketches, self._sketches.mapping)
             cached[groups] = quantiles.reshape(len(groups), len(_METRICS), len(_QUANTILES))

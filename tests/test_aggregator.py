@@ -41,7 +41,6 @@ from fleetbench.records import (
 )
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
-NO_USAGE = object()
 
 # ----------------------------------------------------------------------------- builders
 
@@ -505,6 +504,7 @@ def test_snapshot_is_within_one_percent_of_exact(seed: int, n: int) -> None:
     agg = aggregate(random_results(seed, n))
     live = agg.snapshot()
     assert not live.exact
+    assert live.percentile_method == "ddsketch"
     assert_within_sketch_accuracy(live, agg.finalize())
 
 
