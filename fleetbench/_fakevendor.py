@@ -28,8 +28,14 @@ the benchmark that uses it (run it in a separate process for client CPU measurem
 
 Control endpoints (not part of the OpenAI API), used across processes:
 
-* ``GET /_fakevendor/trace`` -> ``{"clock", "requests", "cpu_s", "trace": [...]}``
-* ``POST /_fakevendor/reset`` -> clears the trace and the request count.
+* ``GET /_fakevendor/trace`` -> ``{"clock", "requests", "in_flight", "max_in_flight",
+  "cpu_s", "trace": [...]}`` (``cpu_s`` is the server process's ``time.process_time()``, so a
+  benchmark can report the server's CPU apart from the client's);
+* ``POST /_fakevendor/reset`` -> clears the trace and the counters.
+
+Besides the knobs it counts requests in flight (``max_in_flight`` checks a client's
+concurrency limit from the outside) and offers :meth:`FakeOpenAIServer.wait_for_requests`
+so tests can wait for "the server has the request" without polling.
 """
 
 from __future__ import annotations
