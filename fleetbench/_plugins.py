@@ -39,6 +39,7 @@ API_VERSION_ATTRIBUTE = "FLEETBENCH_PLUGIN_API_VERSION"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "fleetbench._builtins.adapters",
     "fleetbench._builtins.evaluators",
+    "fleetbench._builtins.executors",
     "fleetbench._builtins.exporters",
     "fleetbench._builtins.simulated",
 )

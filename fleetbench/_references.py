@@ -89,17 +89,14 @@ def _providers(providers: list[Any], host: PluginHost, problems: list[Problem]) 
 
 
 def _plugin_names(data: Mapping[str, Any], host: PluginHost, problems: list[Problem]) -> None:
-    # Exporters and executors are declared by the run engine's built-in plugins; with
-    # none installed there is nothing to check the names against.
     output = data.get("output")
     formats = _list(output.get("formats")) if isinstance(output, Mapping) else []
-    if host.exporters.names():
-        for j, fmt in enumerate(formats):
-            if isinstance(fmt, str) and fmt not in host.exporters:
-                problems.append(Problem(f"output.formats[{j}]", f"unknown format {fmt!r}"
-                                        + known_hint(fmt, host.exporters)))
+    for j, fmt in enumerate(formats):
+        if isinstance(fmt, str) and fmt not in host.exporters:
+            problems.append(Problem(f"output.formats[{j}]", f"unknown format {fmt!r}"
+                                    + known_hint(fmt, host.exporters)))
     settings = data.get("global_settings")
     executor = settings.get("executor") if isinstance(settings, Mapping) else None
-    if isinstance(executor, str) and host.executors.names() and executor not in host.executors:
+    if isinstance(executor, str) and executor not in host.executors:
         problems.append(Problem("global_settings.executor", f"unknown executor {executor!r}"
                                 + known_hint(executor, host.executors)))

@@ -24,7 +24,7 @@ from fleetbench._aggregator import Aggregator
 from fleetbench._artifacts import describe_artifacts, write_atomically
 from fleetbench._bus import EventBus, Subscriber
 from fleetbench._clock import utc_now
-from fleetbench._executor import ExecutionPlan, LocalExecutor
+from fleetbench._executor import ExecutionPlan
 from fleetbench._lanes import Lanes, build_lanes
 from fleetbench._planner import Plan
 from fleetbench._plugins import PluginHost
@@ -237,7 +237,8 @@ class _Execution:
             else None,
             cancel=cancel,
         )
-        stopped_by = await LocalExecutor(plan).run()
+        executor = self.host.executors[settings.executor].factory(plan)
+        stopped_by = await executor.run()
         if stopped_by is not None:
             return RunStatus.FAILED, f"stopped at the first error (continue_on_failure: " \
                                      f"false): {stopped_by}"

@@ -48,6 +48,8 @@ __all__ = [
     "AdapterSpec",
     "Evaluator",
     "EvaluatorSpec",
+    "EventSubscriber",
+    "Executor",
     "ExecutorSpec",
     "Exporter",
     "ExporterSpec",
@@ -327,19 +329,43 @@ class ExporterSpec:
     files: tuple[str, ...] = ()
 
 
+@runtime_checkable
+class Executor(Protocol):
+    """Runs the tests of one run (or what is left of a resumed one)."""
+
+    async def run(self) -> str | None:
+        """Run every test, reporting each result through the plan's ``on_result``; return
+        why the run stopped early (``continue_on_failure: false``), else ``None``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutorSpec:
-    """Declares an executor (``global_settings.executor``), e.g. ``local`` or ``ray``."""
+    """Declares an executor (``global_settings.executor``), e.g. ``local`` or ``ray``.
+
+    ``factory(plan)`` gets the core's execution plan (the tests, the provider lanes with
+    their limits, the evaluators and the result callback) and returns an
+    :class:`Executor`. The plan's shape is defined by the core's local executor; an
+    executor that runs elsewhere must apply the same limits, retries and timeouts.
+    """
 
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[[Any], Executor]
     description: str = ""
+
+
+@runtime_checkable
+class EventSubscriber(Protocol):
+    """Sees every event of a run, in seq order, in batches. Must not mutate events; a
+    subscriber that raises is logged and counted and never stops the run."""
+
+    async def handle(self, events: Sequence[Any]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class SubscriberSpec:
-    """Declares an event subscriber that sees every event of every run."""
+    """Declares an event subscriber: ``factory()`` builds one per run."""
 
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[[], EventSubscriber]
     description: str = ""

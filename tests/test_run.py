@@ -24,7 +24,7 @@ from fleetbench._runner import RunOutcome, execute_run
 from fleetbench._serialize import result_from_dict
 from fleetbench._store import RunStore
 from fleetbench.errors import ManifestError, RateLimitedError, TransientProviderError
-from fleetbench.plugin import Provider, ProviderSpec, hookimpl
+from fleetbench.plugin import Provider, ProviderSpec, SubscriberSpec, hookimpl
 from fleetbench.records import ProviderRequest, ProviderResponse, RunStatus, Status, Usage
 
 from .conftest import FleetDir
@@ -386,3 +386,28 @@ async def test_result_cache_reuses_identical_requests_across_runs(
     assert len(rows) == 16
     assert all(r["cached"] for r in rows)
     assert [r["status"] for r in rows] == [r["status"] for r in _jsonl(first)]
+
+
+async def test_subscriber_plugins_receive_every_event(fleet_dir: FleetDir,
+                                                      tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    class Recorder:
+        async def handle(self, events: Any) -> None:
+            seen.extend(events)
+
+    @hookimpl
+    def fleetbench_register_subscribers() -> list[SubscriberSpec]:
+        return [SubscriberSpec("recorder", Recorder)]
+
+    plugin = SimpleNamespace(FLEETBENCH_PLUGIN_API_VERSION=1,
+                             fleetbench_register_subscribers=fleetbench_register_subscribers)
+    host = load_plugins(env={}, extra_plugins=[("recorder", plugin)])
+    _zero_latency(fleet_dir)
+    outcome = await _run(fleet_dir, host, tmp_path)
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds[0] == "RunStarted"
+    assert kinds[-1] == "RunFinished"
+    assert kinds.count("TestFinished") == 32
+    assert [e.seq for e in seen] == list(range(1, 35))  # no gaps, no duplicates
+    assert seen[-1].summary.fleet.total == 32 == outcome.summary.fleet.total
