@@ -26,6 +26,7 @@ from fleetbench._bus import EventBus, Subscriber
 from fleetbench._clock import utc_now
 from fleetbench._executor import ExecutionPlan
 from fleetbench._lanes import Lanes, build_lanes
+from fleetbench._looplag import LoopLagMonitor
 from fleetbench._planner import Plan
 from fleetbench._plugins import PluginHost
 from fleetbench._prepare import Prepared
@@ -188,7 +189,14 @@ class _Execution:
         bus.publish(lambda seq: RunStarted(run_id, seq, self.plan.fleet_id, len(self.plan),
                                            len(done_keys), utc_now()))
         run_json.write(self.aggregator.count)
-        status, error = await self._execute(todo, cancel)
+        lag = LoopLagMonitor()
+        lag.start()
+        try:
+            status, error = await self._execute(todo, cancel)
+        finally:
+            await lag.stop()
+        if (lag_warning := lag.warning()) is not None:
+            self.warnings.append(lag_warning)
         await bus.drain()
         await writer.flush()
         run_json.status = status

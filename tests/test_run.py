@@ -411,3 +411,50 @@ async def test_subscriber_plugins_receive_every_event(fleet_dir: FleetDir,
     assert kinds.count("TestFinished") == 32
     assert [e.seq for e in seen] == list(range(1, 35))  # no gaps, no duplicates
     assert seen[-1].summary.fleet.total == 32 == outcome.summary.fleet.total
+
+
+async def test_a_blocked_event_loop_is_reported_as_client_lag() -> None:
+    from fleetbench._looplag import LoopLagMonitor
+
+    monitor = LoopLagMonitor(interval_s=0.001)
+    monitor.start()
+    for _ in range(5):
+        await asyncio.sleep(0.002)
+        time.sleep(0.03)  # noqa: ASYNC251 - blocking the loop on purpose, as busy clients do
+    await monitor.stop()
+    warning = monitor.warning()
+    assert warning is not None
+    assert "the client was a bottleneck" in warning
+    assert max(monitor.samples_ms) >= 25
+
+
+def test_ctrl_c_cancels_cleanly_and_running_again_resumes(fleet_dir: FleetDir,
+                                                          tmp_path: Path) -> None:
+    fleet_dir.manifest["providers"] = [
+        {"id": "simulated:steady", "concurrency": 2,
+         "params": {"latency_ms": 20, "output_tokens": 5}}]
+    fleet_dir.manifest["output"]["formats"] = ["jsonl"]
+    path = fleet_dir.write()
+    env = _env(tmp_path)
+    child = subprocess.Popen([sys.executable, "-m", "fleetbench", "run", "--quiet", str(path)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    database = tmp_path / "state" / "runs.sqlite3"
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline and done < 5 and child.poll() is None:
+        if database.exists():
+            with contextlib.suppress(sqlite3.OperationalError), \
+                    sqlite3.connect(database) as conn:
+                done = conn.execute("SELECT count(*) FROM results").fetchone()[0]
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    with sqlite3.connect(database) as conn:
+        status, finished = conn.execute("SELECT status, done FROM runs").fetchone()
+    assert status == "cancelled"
+    assert 5 <= finished < 16
+    result = _cli("run", "--json", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["created"] is False
+    assert report["fleet"]["total"] == 16
