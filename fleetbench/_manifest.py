@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleetbench._validation import problems_from_pydantic
+from fleetbench._yaml import load_yaml
 from fleetbench.errors import ManifestError, Problem
 from fleetbench.records import EvaluatorRef, GenerationSettings
 
@@ -351,33 +352,10 @@ def _parse(text: str, fmt: Literal["json", "yaml"]) -> Any:
             where = f"line {exc.lineno}, column {exc.colno}"
             raise ManifestError([Problem(where, f"invalid JSON: {exc.msg}")]) from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        return load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ManifestError([Problem(where, f"invalid YAML: {exc.problem}")]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([Problem("", f"invalid YAML: {exc}")]) from None
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    loader.flatten_mapping(node)
-    return dict(loader.construct_pairs(node))
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)

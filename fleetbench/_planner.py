@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any
 
-from fleetbench._manifest import FleetManifest, ProviderEntry, evaluator_ref
+from fleetbench._manifest import FleetManifest, evaluator_ref
 from fleetbench._resolve import ResolvedFleet, ResolvedScenario
 from fleetbench._templates import render_template
 from fleetbench.records import EvaluatorRef, GenerationSettings, TestCase, WorkItem
@@ -83,13 +83,23 @@ def build_plan(fleet: ResolvedFleet, run_key: str = "") -> Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class _Provider:
+    """A provider entry's identity, split once per plan rather than once per test."""
+
+    key: str
+    name: str
+    model: str
+    stream: bool | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Draft:
     """A work item before its plan position is known."""
 
     scenario: ResolvedScenario
     case: TestCase
     prompt: str
-    provider: ProviderEntry
+    provider: _Provider
     epoch: int
     settings: GenerationSettings
     evaluators: tuple[EvaluatorRef, ...]
@@ -98,11 +108,11 @@ class _Draft:
         s, case, provider = self.scenario, self.case, self.provider
         stream = provider.stream if provider.stream is not None else s.profile.stream
         return WorkItem(
-            key=test_key(s.repo.repo_id, s.scenario, provider.id, case.id, self.epoch),
+            key=test_key(s.repo.repo_id, s.scenario, provider.key, case.id, self.epoch),
             index=index,
             repo_id=s.repo.repo_id,
             scenario=s.scenario,
-            provider=provider.provider,
+            provider=provider.name,
             model=provider.model,
             test_id=case.id,
             epoch=self.epoch,
@@ -122,17 +132,20 @@ def _drafts(manifest: FleetManifest, scenario: ResolvedScenario) -> Iterator[_Dr
     profile = scenario.profile
     scenario_settings = profile.settings.to_settings()
     scenario_evaluators = tuple(evaluator_ref(e) for e in profile.evaluators)
-    provider_layers = [(p, _settings_from_params(p.params)) for p in manifest.providers]
+    empty = GenerationSettings()
+    layers = [(_Provider(p.id, p.provider, p.model, p.stream), _settings_from_params(p.params))
+              for p in manifest.providers]
     for case in _sample(manifest, scenario):
         prompt = render_template(case.prompt, case.variables, test_id=case.id)
         base = scenario.dataset.defaults.overlaid_with(case.config).overlaid_with(
             scenario_settings
         )
         evaluators = case.evaluators or scenario_evaluators or _default_evaluators(case)
+        per_provider = [(p, base if layer == empty else base.overlaid_with(layer))
+                        for p, layer in layers]
         for epoch in range(1, profile.repeat + 1):
-            for provider, layer in provider_layers:
-                yield _Draft(scenario, case, prompt, provider, epoch,
-                             base.overlaid_with(layer), evaluators)
+            for provider, settings in per_provider:
+                yield _Draft(scenario, case, prompt, provider, epoch, settings, evaluators)
 
 
 def _sample(manifest: FleetManifest, scenario: ResolvedScenario) -> Sequence[TestCase]:

@@ -43,6 +43,8 @@ def render_template(template: str, variables: Mapping[str, str], *, test_id: str
     :raises DatasetError: naming the test and each missing variable once, when the
         template uses variables that ``variables`` does not supply.
     """
+    if "{{" not in template:
+        return template  # the common case: nothing to substitute
     missing = [name for name in template_variables(template) if name not in variables]
     if missing:
         raise DatasetError(

@@ -118,37 +118,36 @@ def test_defaults_are_documented_values() -> None:
 # --------------------------------------------------------------------- the bad-input table
 
 
+def _parent(root: Any, path: str) -> tuple[Any, str | int]:
+    """The container holding the dotted ``path`` (list indexes as numbers) and its key."""
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
+    for part in parts[:-1]:
+        root = root[part]
+    return root, parts[-1]
+
+
 def _set(path: str, value: Any) -> Mutation:
-    """A mutation setting a dotted path (list indexes as numbers) in the manifest."""
+    """A mutation setting a dotted path in the manifest."""
 
     def mutate(fleet: FleetDir) -> None:
-        target: Any = fleet.manifest
-        parts = [int(p) if p.isdigit() else p for p in path.split(".")]
-        for part in parts[:-1]:
-            target = target[part]
-        target[parts[-1]] = value
+        parent, key = _parent(fleet.manifest, path)
+        parent[key] = value
 
     return mutate
 
 
 def _delete(path: str) -> Mutation:
     def mutate(fleet: FleetDir) -> None:
-        target: Any = fleet.manifest
-        parts = [int(p) if p.isdigit() else p for p in path.split(".")]
-        for part in parts[:-1]:
-            target = target[part]
-        del target[parts[-1]]
+        parent, key = _parent(fleet.manifest, path)
+        del parent[key]
 
     return mutate
 
 
 def _dataset(relative: str, path: str, value: Any) -> Mutation:
     def mutate(fleet: FleetDir) -> None:
-        target: Any = fleet.datasets[relative]
-        parts = [int(p) if p.isdigit() else p for p in path.split(".")]
-        for part in parts[:-1]:
-            target = target[part]
-        target[parts[-1]] = value
+        parent, key = _parent(fleet.datasets[relative], path)
+        parent[key] = value
 
     return mutate
 
