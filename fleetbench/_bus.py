@@ -5,8 +5,10 @@ Two kinds of observer:
 * **lossless subscribers** (store writer, aggregator, run.json writer, plugin
   subscribers) receive every event, in seq order, in batches. They are called one after
   the other by a single dispatcher task; when they fall behind, the publisher is slowed
-  down (:meth:`EventBus.throttle`) rather than events being dropped. A subscriber that
-  raises is logged and counted and keeps receiving later batches; it never stops the run.
+  down (:meth:`EventBus.throttle`) rather than events being dropped. Publishers fill the
+  next batch while the current one is delivered (a subscriber awaiting I/O, such as the
+  store writer's thread, does not stall the run). A subscriber that raises is logged and
+  counted and keeps receiving later batches; it never stops the run.
 * **live feeds** (gRPC streams, progress displays) get a bounded queue. A feed that
   cannot keep up is marked ``lagged`` and receives nothing more; its reader catches up
   from the run store, which holds every event's result by seq.
@@ -83,14 +85,16 @@ class EventBus:
 
     :param first_seq: the seq of the first event published (a resumed run continues
         after the last seq in the store).
-    :param high_water: pending events above which :meth:`throttle` makes the publisher
-        wait for the subscribers.
+    :param high_water: the most events a publisher that awaits :meth:`throttle` lets
+        wait for delivery: half in the batch being delivered, half pending for the next
+        one, so publishers refill one half while the subscribers work on the other.
     """
 
     def __init__(self, run_id: str, *, first_seq: int = 1, high_water: int = 2000) -> None:
         self.run_id = run_id
         self._next_seq = first_seq
-        self._high_water = high_water
+        self._batch_limit = max(1, high_water // 2)
+        self._taken = asyncio.Event()  # set whenever the dispatcher takes a batch
         self._pending: list[Event] = []
         self._subscribers: list[tuple[str, Subscriber]] = []
         self._feeds: list[LiveFeed] = []
@@ -140,9 +144,11 @@ class EventBus:
         return event
 
     async def throttle(self) -> None:
-        """Wait while too many events are pending (backpressure for the publisher)."""
-        if len(self._pending) >= self._high_water:
-            await self.drain()
+        """Wait while a full batch is pending (backpressure for the publisher): until
+        the dispatcher takes it, which it does once the batch before is delivered."""
+        while len(self._pending) >= self._batch_limit:
+            self._taken.clear()
+            await self._taken.wait()
 
     async def drain(self) -> None:
         """Wait until every published event was delivered to every subscriber."""
@@ -166,6 +172,7 @@ class EventBus:
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
+                self._taken.set()
                 await self._deliver(batch)
             self._idle.set()
 

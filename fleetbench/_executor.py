@@ -137,6 +137,10 @@ class LocalExecutor:
             if stop_on_error and result.status in (Status.ERROR, Status.TIMEOUT):
                 self.stopped_by = f"{result.key}: {result.error}"
                 raise StopRun(self.stopped_by)
+            # Let every other worker take its turn: a test that never waited (a cache
+            # hit, an instant provider) would otherwise let this worker run its lane far
+            # ahead of the others, and results would finish far from plan order.
+            await asyncio.sleep(0)
 
     async def _run_one(self, lane: ProviderLane, item: WorkItem) -> TestResult:
         cached = self.plan.cached(item) if self.plan.cached else None
@@ -154,6 +158,9 @@ class LocalExecutor:
     async def _attempts(self, lane: ProviderLane, item: WorkItem, picked: float,
                         started_at: str, delay_ms: int) -> TestResult:
         call = _Call(lane, item, picked, started_at)
+        if self.plan.test_timeout_s is None:  # no deadline: spare the timer per test
+            await call.pace(delay_ms)
+            return await self._with_retries(call)
         try:
             async with asyncio.timeout(self.plan.test_timeout_s):
                 await call.pace(delay_ms)
@@ -163,7 +170,8 @@ class LocalExecutor:
                                f"{self.plan.test_timeout_s:g} s", error_kind="test_timeout")
 
     async def _with_retries(self, call: _Call) -> TestResult:
-        lane, rng = call.lane, random.Random(call.item.key)
+        lane = call.lane
+        rng: random.Random | None = None  # seeded by the test's key, made on a first retry
         while True:
             call.attempt += 1
             try:
@@ -173,6 +181,7 @@ class LocalExecutor:
                     status = Status.TIMEOUT if isinstance(exc, ProviderTimeoutError) \
                         else Status.ERROR
                     return call.finish(status, error=exc.message, error_kind=exc.kind)
+                rng = rng or random.Random(call.item.key)
                 await asyncio.sleep(_backoff_s(call.attempt, exc.retry_after_s, rng))
                 continue
             verdicts = await self._evaluate(call.item, response)

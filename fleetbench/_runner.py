@@ -5,6 +5,14 @@ a result → execute the rest while the bus feeds the store, the live aggregator
 and any other observer → export every artifact from the store in plan order → publish
 ``RunFinished``. Because artifacts are produced from the store, a resumed run and an
 uninterrupted one write the same files.
+
+The export runs where it costs least. A run with at least ``EXPORT_WORKER_MIN_TESTS``
+tests to execute starts an export worker process (:mod:`fleetbench._exportworker`) that
+writes the artifacts on another core while the tests execute, told after every store
+write that more results are stored; it finishes shortly after the last test. Smaller
+runs export in-process after execution, where a process would cost more than it saves.
+Both paths run the same :class:`~fleetbench._export.ExportSession`. A worker that fails
+is reported as a run warning and the export is redone in-process.
 """
 
 from __future__ import annotations
@@ -13,8 +21,8 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,8 @@ from fleetbench._artifacts import describe_artifacts, write_atomically
 from fleetbench._bus import EventBus, Subscriber
 from fleetbench._clock import utc_now
 from fleetbench._executor import ExecutionPlan
+from fleetbench._export import ExportSession, build_exporters, exporter_names
+from fleetbench._exportworker import ExportWorker, ExportWorkerError
 from fleetbench._lanes import Lanes, build_lanes
 from fleetbench._looplag import LoopLagMonitor
 from fleetbench._planner import Plan
@@ -34,12 +44,18 @@ from fleetbench._pricing import PricingTable
 from fleetbench._store import RunRecord, RunStore, StoreWriter
 from fleetbench.errors import PluginError
 from fleetbench.events import Event, RunFinished, RunStarted, TestFinished
-from fleetbench.plugin import Evaluator, Exporter, RunInfo
+from fleetbench.plugin import Evaluator, RunInfo
 from fleetbench.records import EvaluatorRef, RunStatus, Summary, TestResult, WorkItem
 
-__all__ = ["RunOutcome", "execute_run"]
+__all__ = ["EXPORT_WORKER_MIN_TESTS", "RunOutcome", "execute_run"]
 
 _log = structlog.get_logger("fleetbench.run")
+
+EXPORT_WORKER_MIN_TESTS = 5_000
+"""Runs with at least this many tests to execute export in a worker process while they
+execute. Below it, starting the process (≈0.4 s of imports, on another core) costs more
+than it saves: on the zero-latency simulated provider the two paths break even near
+7,000 tests, and providers with real latency make the worker pay off sooner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +86,25 @@ class _Live(Subscriber):
 
 class _StoreFeed(Subscriber):
     """Writes each delivered batch in one transaction: the bus hands over everything
-    pending at once, so batches grow with load and nothing waits when the run is quiet."""
+    pending at once, so batches grow with load and nothing waits when the run is quiet.
 
-    def __init__(self, writer: StoreWriter) -> None:
+    :param on_flush: told the last seq of a batch once it is stored (the export worker
+        then reads what is new).
+    """
+
+    def __init__(self, writer: StoreWriter,
+                 on_flush: Callable[[int], None] | None = None) -> None:
         self.writer = writer
+        self.on_flush = on_flush
+        self._notified = writer.flushes
 
     async def handle(self, events: Sequence[Event]) -> None:
         for event in events:
             await self.writer.handle(event)
         await self.writer.flush()
+        if self.on_flush is not None and self.writer.flushes != self._notified:
+            self._notified = self.writer.flushes
+            self.on_flush(events[-1].seq)
 
 
 class _RunJson:
@@ -114,6 +140,7 @@ async def execute_run(
     subscribers: Sequence[tuple[str, Subscriber]] = (),
     env: Mapping[str, str] | None = None,
     live: Aggregator | None = None,
+    export_worker_min_tests: int = EXPORT_WORKER_MIN_TESTS,
 ) -> RunOutcome:
     """Run (or resume) ``prepared``; return when its artifacts are written.
 
@@ -122,6 +149,8 @@ async def execute_run(
 
     :param subscribers: extra lossless bus subscribers (progress views, gRPC streams).
     :param live: an empty aggregator the run keeps current, for live snapshots.
+    :param export_worker_min_tests: export in a worker process when at least this many
+        tests are to be executed (0: always), else in-process after execution.
 
     :raises ManifestError: a provider's API key is missing from the environment.
     """
@@ -138,7 +167,7 @@ async def execute_run(
     lanes = build_lanes(manifest, host, pricing, os.environ if env is None else env)
     try:
         execution = _Execution(prepared, host, store, record, created, lanes, output_dir,
-                               live or Aggregator())
+                               live or Aggregator(), export_worker_min_tests)
         return await execution.run(cancel or asyncio.Event(), subscribers)
     finally:
         await lanes.aclose()
@@ -158,54 +187,50 @@ class _Execution:
 
     def __init__(self, prepared: Prepared, host: PluginHost, store: RunStore,
                  record: RunRecord, created: bool, lanes: Lanes, output_dir: Path,
-                 live: Aggregator) -> None:
+                 live: Aggregator, export_worker_min_tests: int) -> None:
         self.prepared, self.host, self.store = prepared, host, store
         self.record, self.created, self.lanes = record, created, lanes
         self.output_dir = output_dir
         self.plan: Plan = prepared.plan
         self.aggregator = live
+        self.export_worker_min_tests = export_worker_min_tests
         self.warnings: list[str] = [str(w) for w in prepared.fleet.warnings]
         self.warnings.extend(lanes.warnings)
         self._evaluators: dict[tuple[str, str], Evaluator] = {}
+        self._evaluator_of_ref: dict[int, tuple[EvaluatorRef, Evaluator]] = {}
 
     async def run(self, cancel: asyncio.Event,
                   extra: Sequence[tuple[str, Subscriber]]) -> RunOutcome:
-        run_id = self.plan.run_id
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.output_dir / "manifest.json",
-                         json.dumps(json.loads(self.prepared.fleet.manifest.canonical_json()),
-                                    indent=2, sort_keys=True) + "\n")
-        done_keys = self.store.finished_keys(run_id)
-        self.aggregator.add_many(r for _, r in self.store.iter_results(run_id))
+        self._write_manifest()
+        done_keys = self.store.finished_keys(self.plan.run_id)
+        self.aggregator.add_many(r for _, r in self.store.iter_results(self.plan.run_id))
         todo = [item for item in self.plan.items if item.key not in done_keys]
+        opening = self._run_info(RunStatus.RUNNING, self.record, None, self.warnings)
+        worker = None
+        if len(todo) >= self.export_worker_min_tests:
+            worker = await self._start_worker(opening)
+        try:
+            return await self._run(todo, len(done_keys), opening, worker, cancel, extra)
+        finally:
+            if worker is not None:
+                await worker.aclose()
+
+    async def _run(self, todo: Sequence[WorkItem], done: int, opening: RunInfo,
+                   worker: ExportWorker | None, cancel: asyncio.Event,
+                   extra: Sequence[tuple[str, Subscriber]]) -> RunOutcome:
+        run_id = self.plan.run_id
         run_json = _RunJson(self.output_dir / "run.json", self.record, len(self.plan))
         writer = StoreWriter(self.store)
-        bus = EventBus(run_id, first_seq=self.store.last_seq(run_id) + 1)
-        bus.subscribe("store", _StoreFeed(writer))
-        bus.subscribe("aggregator", _Live(self.aggregator, run_json))
-        for name, subscriber in [*self._plugin_subscribers(), *extra]:
-            bus.subscribe(name, subscriber)
-        self.bus = bus
+        bus = self.bus = self._open_bus(writer, run_json, worker, extra)
         bus.publish(lambda seq: RunStarted(run_id, seq, self.plan.fleet_id, len(self.plan),
-                                           len(done_keys), utc_now()))
+                                           done, utc_now()))
         run_json.write(self.aggregator.count)
-        lag = LoopLagMonitor()
-        lag.start()
-        try:
-            status, error = await self._execute(todo, cancel)
-        finally:
-            await lag.stop()
-        if (lag_warning := lag.warning()) is not None:
-            self.warnings.append(lag_warning)
+        status, error = await self._execute_watched(todo, cancel)
         await bus.drain()
         await writer.flush()
         run_json.status = status
-        summary, artifacts = await asyncio.to_thread(self._export, status, error)
-        described = describe_artifacts(artifacts)
-        self.store.set_artifacts(run_id, described)
-        run_json.write(self.aggregator.count, error,
-                       [{"name": a.name, "size_bytes": a.size_bytes, "sha256": a.sha256,
-                         "media_type": a.media_type} for a in described])
+        summary, artifacts = await self._export(opening, status, error, worker)
+        self._record_artifacts(artifacts, run_json, error)
         bus.publish(lambda seq: RunFinished(run_id, seq, status, utc_now(), summary, error))
         await bus.aclose()
         await writer.aclose()
@@ -216,7 +241,46 @@ class _Execution:
         return RunOutcome(run_id, status, self.created, summary, self.output_dir,
                           tuple(artifacts), tuple(self.warnings), error)
 
-    async def _execute(self, todo: Sequence[Any], cancel: asyncio.Event
+    def _open_bus(self, writer: StoreWriter, run_json: _RunJson, worker: ExportWorker | None,
+                  extra: Sequence[tuple[str, Subscriber]]) -> EventBus:
+        """The run's bus: the store first (it tells the export worker what it stored),
+        then the live aggregator and run.json, then plugin and caller subscribers."""
+        bus = EventBus(self.plan.run_id, first_seq=self.store.last_seq(self.plan.run_id) + 1)
+        bus.subscribe("store", _StoreFeed(writer, worker.notify if worker else None))
+        bus.subscribe("aggregator", _Live(self.aggregator, run_json))
+        for name, subscriber in [*self._plugin_subscribers(), *extra]:
+            bus.subscribe(name, subscriber)
+        return bus
+
+    def _record_artifacts(self, artifacts: Sequence[Path], run_json: _RunJson,
+                          error: str | None) -> None:
+        """List the artifacts (size, sha256) in the store and in the last run.json."""
+        described = describe_artifacts(artifacts)
+        self.store.set_artifacts(self.plan.run_id, described)
+        run_json.write(self.aggregator.count, error,
+                       [{"name": a.name, "size_bytes": a.size_bytes, "sha256": a.sha256,
+                         "media_type": a.media_type} for a in described])
+
+    def _write_manifest(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.output_dir / "manifest.json",
+                         json.dumps(json.loads(self.prepared.fleet.manifest.canonical_json()),
+                                    indent=2, sort_keys=True) + "\n")
+
+    async def _execute_watched(self, todo: Sequence[WorkItem], cancel: asyncio.Event
+                               ) -> tuple[RunStatus, str | None]:
+        """Execute while the loop-lag monitor watches for a client bottleneck."""
+        lag = LoopLagMonitor()
+        lag.start()
+        try:
+            outcome = await self._execute(todo, cancel)
+        finally:
+            await lag.stop()
+        if (lag_warning := lag.warning()) is not None:
+            self.warnings.append(lag_warning)
+        return outcome
+
+    async def _execute(self, todo: Sequence[WorkItem], cancel: asyncio.Event
                        ) -> tuple[RunStatus, str | None]:
         manifest = self.prepared.fleet.manifest
         settings = manifest.global_settings
@@ -266,53 +330,89 @@ class _Execution:
                               ).hexdigest()
 
     def _evaluator(self, ref: EvaluatorRef) -> Evaluator:
-        key = (ref.name, json.dumps(dict(ref.options), sort_keys=True, default=str))
+        """The evaluator of ``ref``, one per distinct name and options. Called once per
+        test: the plan shares ref objects between tests, so a ref seen before is found
+        by identity (the entry keeps it alive, so its id is not reused)."""
+        seen = self._evaluator_of_ref.get(id(ref))
+        if seen is not None and seen[0] is ref:
+            return seen[1]
+        options = json.dumps(dict(ref.options), sort_keys=True, default=str) \
+            if ref.options else "{}"
+        key = (ref.name, options)
         evaluator = self._evaluators.get(key)
         if evaluator is None:
             spec = self.host.evaluators.get(ref.name)
             if spec is None:
                 raise PluginError(f"evaluator {ref.name!r} is not installed")
             evaluator = self._evaluators[key] = spec.factory(ref.options)
+        self._evaluator_of_ref[id(ref)] = (ref, evaluator)
         return evaluator
 
     def _plugin_subscribers(self) -> Iterable[tuple[str, Subscriber]]:
         for info in self.host.subscribers.infos():
             yield info.name, self.host.subscribers[info.name].factory()
 
-    def _export(self, status: RunStatus, error: str | None) -> tuple[Summary, list[Path]]:
-        manifest = self.prepared.fleet.manifest
-        exporters = self._exporters()
+    async def _start_worker(self, opening: RunInfo) -> ExportWorker | None:
+        """An export worker for this run, or ``None`` (with a warning) if none starts."""
+        try:
+            return await ExportWorker.start(self.store.path.parent, self.plan.run_id,
+                                            opening, self._exporter_names())
+        except ExportWorkerError as exc:
+            self.warnings.append(f"the export worker did not start, so the artifacts are "
+                                 f"exported after execution: {exc}")
+            return None
+
+    async def _export(self, opening: RunInfo, status: RunStatus, error: str | None,
+                      worker: ExportWorker | None) -> tuple[Summary, list[Path]]:
+        """Write the artifacts: have the worker finish them, or export in-process (also
+        when the worker failed). Returns the summary and every artifact's path."""
+        final = self._final_run_info(status, error)
+        manifest = self.output_dir / "manifest.json"
+        if worker is not None:
+            try:
+                paths = await worker.finish(final)
+            except ExportWorkerError as exc:
+                warning = f"the export worker failed, so the artifacts were exported " \
+                          f"in-process: {exc}"
+                _log.warning("export worker failed", run_id=self.plan.run_id, error=str(exc))
+                self.warnings.append(warning)
+                final = replace(final, warnings=(*final.warnings, warning))
+            else:
+                # The worker's summary is exact over the same results; so is the live one.
+                return self.aggregator.finalize(), [manifest, *paths]
+        summary, paths = await asyncio.to_thread(self._export_in_process, opening, final)
+        # run.json is the run's status, rewritten until the end, not an artifact.
+        return summary, [manifest, *paths]
+
+    def _export_in_process(self, opening: RunInfo, final: RunInfo) -> tuple[Summary, list[Path]]:
+        exporters = build_exporters(self.host, self._exporter_names())
+        return ExportSession(self.store, self.plan.run_id, exporters, opening).complete(final)
+
+    def _final_run_info(self, status: RunStatus, error: str | None) -> RunInfo:
+        """The run as it ended; the store has every result and its start by now."""
         record = self.store.get_run(self.plan.run_id) or self.record
-        info = RunInfo(
+        warnings = [*self.warnings, *([error] if error else [])]
+        return self._run_info(status, record, record.finished_at or utc_now(), warnings)
+
+    def _run_info(self, status: RunStatus, record: RunRecord, finished_at: str | None,
+                  warnings: Sequence[str]) -> RunInfo:
+        manifest = self.prepared.fleet.manifest
+        return RunInfo(
             run_id=self.plan.run_id, fleet_id=self.plan.fleet_id, status=status.value,
             output_dir=self.output_dir,
             manifest=json.loads(manifest.canonical_json()),
             created_at=record.created_at, started_at=record.started_at,
-            finished_at=record.finished_at or utc_now(), planned=len(self.plan),
+            finished_at=finished_at, planned=len(self.plan),
             save_responses=manifest.output.save_responses,
             pricing_version=record.pricing_version,
             repositories={r.repo_id: _repo_metadata(r) for r in manifest.repositories},
             plugins={i.name: i.version for i in self.host.infos()},
-            warnings=tuple(self.warnings) + ((error,) if error else ()),
+            warnings=tuple(warnings),
         )
-        final = Aggregator()
-        for exporter in exporters:
-            exporter.open(info)
-        for result in self.store.iter_results_in_plan_order(self.plan.run_id):
-            final.add(result)
-            for exporter in exporters:
-                exporter.write(result)
-        summary = final.finalize()
-        paths = [Path(p) for exporter in exporters for p in exporter.finalize(summary)]
-        # run.json is the run's status, rewritten until the end, not an artifact.
-        return summary, [self.output_dir / "manifest.json", *paths]
 
-    def _exporters(self) -> list[Exporter]:
+    def _exporter_names(self) -> list[str]:
         output = self.prepared.fleet.manifest.output
-        names = list(output.formats)
-        if output.generate_reports and "html" in self.host.exporters and "html" not in names:
-            names.append("html")
-        return [self.host.exporters[name].factory() for name in names]
+        return exporter_names(output.formats, output.generate_reports, self.host.exporters)
 
 
 def _repo_metadata(repo: Any) -> dict[str, str]:

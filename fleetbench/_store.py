@@ -36,7 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -636,19 +636,22 @@ class RunStore:
                 return
             after_seq = rows[-1][0]
 
-    def iter_results_in_plan_order(self, run_id: str, *,
-                                   batch: int = 1000) -> Iterator[TestResult]:
+    def iter_results_in_plan_order(self, run_id: str, *, batch: int = 1000,
+                                   start_index: int = 0) -> Iterator[TestResult]:
         """Every stored result in plan order (``item.index``, then seq), ``batch`` rows
         at a time: what artifacts are written from, so a resumed run's artifacts list
-        results exactly as an uninterrupted run's would."""
+        results exactly as an uninterrupted run's would. ``start_index`` skips the
+        results before that plan index (an export that already wrote them)."""
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         with self._pool.connection() as conn:
             run_pk = self._find_run_pk(conn, run_id)
-        return iter(()) if run_pk is None else self._iter_plan_order(run_pk, batch)
+        return iter(()) if run_pk is None else self._iter_plan_order(run_pk, batch,
+                                                                     start_index)
 
-    def _iter_plan_order(self, run_pk: int, batch: int) -> Iterator[TestResult]:
-        after = (-1, -1)
+    def _iter_plan_order(self, run_pk: int, batch: int,
+                         start_index: int) -> Iterator[TestResult]:
+        after = (start_index, -1)  # every seq is positive
         while True:
             with self._pool.connection() as conn:
                 rows = conn.execute(
@@ -660,6 +663,29 @@ class RunStore:
             if len(rows) < batch:
                 return
             after = (rows[-1][0], rows[-1][1])
+
+    def plan_prefix(self, run_id: str, start_index: int, *,
+                    limit: int = 1000) -> list[TestResult]:
+        """The stored results at plan indexes ``start_index``, ``start_index + 1`` …
+        up to the first index without a result, at most ``limit`` of them.
+
+        What a run's export can write while the run still executes: results arrive in
+        completion order, artifacts list them in plan order. Reading stops at the first
+        gap, so a test still in flight costs one row, not a re-read of all after it.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._pool.connection() as conn:
+            run_pk = self._find_run_pk(conn, run_id)
+            if run_pk is None:
+                return []
+            rows = conn.execute(
+                "SELECT plan_index, result_json FROM results WHERE run_pk = ? "
+                "AND plan_index >= ? AND plan_index < ? ORDER BY plan_index, seq",
+                (run_pk, start_index, start_index + limit))
+            with closing(rows):  # ends the read even when stopped at a gap
+                texts = list(_contiguous(rows, start_index))
+        return [decode_result(text) for text in texts]
 
     def finished_keys(self, run_id: str) -> set[str]:
         """The test keys that have a stored result: what a resumed run must not rerun."""
@@ -698,6 +724,17 @@ class RunStore:
                 "VALUES (?, ?, ?) ON CONFLICT (request_hash) DO UPDATE SET "
                 "result_json = excluded.result_json, stored_at = excluded.stored_at",
                 (request_hash, text, self._clock()))
+
+
+def _contiguous(rows: Iterable[tuple[int, str]], start_index: int) -> Iterator[str]:
+    """The texts of ``rows`` (in plan order) while their plan indexes run on from
+    ``start_index`` without a gap."""
+    expected = start_index
+    for plan_index, text in rows:
+        if plan_index != expected:
+            return
+        expected += 1
+        yield text
 
 
 # ── the bus subscriber ─────────────────────────────────────────────────────────────

@@ -47,12 +47,10 @@ async def _run(prepared: Prepared, host: PluginHost, options: RunOptions) -> Run
     loop.add_signal_handler(signal.SIGTERM, cancel.set)
     store = RunStore(options.state_dir)
     try:
-        done = Counter(r.item.provider_key for _, r in
-                       store.iter_results(prepared.plan.run_id))
         if not options.show_progress:
             return await execute_run(prepared, host=host, store=store, labels=options.labels,
                                      cancel=cancel)
-        return await _with_progress(prepared, host, store, options, cancel, done)
+        return await _with_progress(prepared, host, store, options, cancel)
     finally:
         store.close()
         loop.remove_signal_handler(signal.SIGINT)
@@ -60,8 +58,8 @@ async def _run(prepared: Prepared, host: PluginHost, options: RunOptions) -> Run
 
 
 async def _with_progress(prepared: Prepared, host: PluginHost, store: RunStore,
-                         options: RunOptions, cancel: asyncio.Event,
-                         done: Counter[str]) -> RunOutcome:
+                         options: RunOptions, cancel: asyncio.Event) -> RunOutcome:
+    done = Counter(r.item.provider_key for _, r in store.iter_results(prepared.plan.run_id))
     live = Aggregator()
     view = ProgressView(prepared.plan, done, Console(stderr=True), live.snapshot)
     refresher = asyncio.create_task(view.refresh_forever())

@@ -269,6 +269,12 @@ class AdapterSpec:
 class RunInfo:
     """What an exporter knows about the run it writes artifacts for.
 
+    An exporter gets it twice: :meth:`Exporter.open` receives the run as known when it
+    starts (``status`` ``"running"``, no ``finished_at``, the warnings so far) and
+    :meth:`Exporter.finalize` the final one (its end status, ``finished_at`` and every
+    warning, the run's error included). Take status, timestamps and warnings from the
+    final one.
+
     :param manifest: the resolved manifest (every default filled in) as JSON data.
     :param output_dir: ``{output.base_dir}/{run_id}/``; write only inside it.
     :param repositories: each repository's ``repo_id`` → its manifest ``metadata``.
@@ -296,22 +302,31 @@ class RunInfo:
 class Exporter(Protocol):
     """Writes one run's artifacts, streaming so memory stays flat.
 
-    The core calls :meth:`open`, then :meth:`write` once per result **in plan order**
-    (read back from the run store, so resumed and uninterrupted runs export the same),
-    then :meth:`finalize` with the exact summary. Calls happen in a worker thread, one
-    exporter at a time; file I/O is fine.
+    The core calls :meth:`open` when the run starts, then :meth:`write` once per result
+    **in plan order** (read back from the run store, so resumed and uninterrupted runs
+    export the same), then :meth:`finalize` with the exact summary and the final run.
+    On a large run the calls come while the run executes, from a separate export worker
+    process (a result is written as soon as every result before it in plan order is
+    stored), so an exporter must not rely on state shared with the run's process. Calls
+    are made one exporter at a time, never on the event loop; file I/O is fine.
+
+    Optionally, an exporter may define ``abort()``: called instead of :meth:`finalize`
+    when the export is abandoned (the run's process died, or another exporter failed),
+    it removes whatever :meth:`open` and :meth:`write` left (temporary files).
     """
 
     def open(self, run: RunInfo) -> None:
-        """Start writing (create files inside ``run.output_dir``)."""
+        """Start writing (create files inside ``run.output_dir``). ``run`` is the run as
+        known at its start: keep what does not change (ids, manifest, output folder)."""
         ...
 
     def write(self, result: TestResult) -> None:
         """Add one result."""
         ...
 
-    def finalize(self, summary: Summary) -> Sequence[Path]:
-        """Finish, close files and return the paths written."""
+    def finalize(self, summary: Summary, run: RunInfo) -> Sequence[Path]:
+        """Finish, close files and return the paths written. ``run`` is the final run:
+        write its status, timestamps and warnings, not those seen by :meth:`open`."""
         ...
 
 

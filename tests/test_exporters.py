@@ -19,6 +19,7 @@ import shutil
 import tracemalloc
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,11 @@ def specs() -> dict[str, ExporterSpec]:
     return {spec.name: spec for spec in fleetbench_register_exporters()}
 
 
+def opening(run: RunInfo) -> RunInfo:
+    """``run`` as the core knows it when the run starts, for ``open``."""
+    return replace(run, status="running", finished_at=None, warnings=())
+
+
 def export(out: Path, results: Iterable[TestResult], summary: Summary | None = None,
            **run_kwargs: Any) -> dict[str, list[Path]]:
     """Run every registered exporter over ``results`` like the core does."""
@@ -208,10 +214,10 @@ def export(out: Path, results: Iterable[TestResult], summary: Summary | None = N
     written = {}
     for name, spec in specs().items():
         exporter = spec.factory()
-        exporter.open(run)
+        exporter.open(opening(run))
         for result in results:
             exporter.write(result)
-        written[name] = list(exporter.finalize(summary))
+        written[name] = list(exporter.finalize(summary, run))
     return written
 
 
@@ -506,10 +512,10 @@ def test_exports_of_one_run_are_byte_identical(tmp_path: Path) -> None:
     # Spooling to disk (a tiny budget) must not change a byte either.
     run = run_info(tmp_path / "c", planned=len(results))
     exporter = JsonExporter(spool_chars=1)
-    exporter.open(run)
+    exporter.open(opening(run))
     for result in results:
         exporter.write(result)
-    exporter.finalize(summary)
+    exporter.finalize(summary, run)
     for name in ALL_FILES:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "c" / "fleet_results.json").read_bytes() == \
@@ -582,7 +588,7 @@ def test_a_failed_export_keeps_the_previous_file_and_leaves_no_debris(tmp_path: 
     export(tmp_path, results)
     before = (tmp_path / "fleet_results.json").read_bytes()
     exporter = JsonExporter(spool_chars=1)  # every result goes to the spool on disk
-    exporter.open(run_info(tmp_path))
+    exporter.open(opening(run_info(tmp_path)))
     for result in results[:7]:
         exporter.write(result)
     spools = list(tmp_path.glob(".fleet_results.json.*.spool"))
@@ -590,7 +596,7 @@ def test_a_failed_export_keeps_the_previous_file_and_leaves_no_debris(tmp_path: 
     assert any(spools[0].iterdir())
     shutil.rmtree(spools[0])  # the disk loses the spool mid-export
     with pytest.raises(FileNotFoundError):
-        exporter.finalize(summarize(results[:7]))
+        exporter.finalize(summarize(results[:7]), run_info(tmp_path))
     assert (tmp_path / "fleet_results.json").read_bytes() == before
     assert set(os.listdir(tmp_path)) == ALL_FILES
 
@@ -604,6 +610,41 @@ def test_leftovers_of_a_crashed_export_are_removed(tmp_path: Path) -> None:
     (tmp_path / ".keep").write_text("not ours")
     export(tmp_path, [make_result(0)])
     assert set(os.listdir(tmp_path)) == ALL_FILES | {".keep"}
+
+
+def test_finalize_writes_the_final_run_not_the_one_open_saw(tmp_path: Path) -> None:
+    # open() gets the run as it starts; status, end time and warnings come with finalize.
+    final = replace(run_info(tmp_path, planned=2), status="cancelled",
+                    warnings=("client lag", "cancelled"))
+    written = {}
+    for name, spec in specs().items():
+        exporter = spec.factory()
+        exporter.open(opening(final))
+        exporter.write(make_result(0))
+        written[name] = exporter.finalize(summarize([make_result(0)]), final)
+    doc = load_json(tmp_path / "fleet_results.json")
+    assert (doc["status"], doc["timestamp"]) == ("cancelled", FINISHED)
+    assert (doc["metadata"]["finished_at"], doc["metadata"]["warnings"]) == \
+        (FINISHED, ["client lag", "cancelled"])
+    assert doc["fleet_summary"]["total_duration_ms"] == 90250
+    (row,) = read_csv(tmp_path / "fleet_summary.csv")
+    assert (row["status"], row["timestamp"], row["total_duration_ms"]) == \
+        ("cancelled", FINISHED, "90250")
+    assert {p.name for paths in written.values() for p in paths} == ALL_FILES
+
+
+def test_abort_removes_what_open_and_write_left(tmp_path: Path) -> None:
+    results = interleave(*(benchmark(f"repo-{i}", "openai", 3, 1) for i in range(3)))
+    for spec in specs().values():
+        exporter: Any = JsonExporter(spool_chars=1) if spec.name == "json" else spec.factory()
+        exporter.open(opening(run_info(tmp_path)))
+        for result in results:
+            exporter.write(result)
+        exporter.abort()
+        exporter.abort()  # harmless when repeated
+        assert os.listdir(tmp_path) == [], spec.name
+        with pytest.raises(RuntimeError, match="open"):
+            exporter.write(results[0])
 
 
 def test_write_before_open_is_an_error() -> None:
@@ -631,7 +672,7 @@ def test_memory_stays_flat_over_20000_results(tmp_path: Path, name: str,
     budget = 256 * 1024
     exporter: Any = JsonExporter(spool_chars=budget) if name == "json" else \
         specs()[name].factory()
-    exporter.open(run_info(tmp_path, planned=count))
+    exporter.open(opening(run_info(tmp_path, planned=count)))
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
@@ -648,7 +689,7 @@ def test_memory_stays_flat_over_20000_results(tmp_path: Path, name: str,
         assert exporter.held_chars <= budget
     if name != "jsonl":
         assert exporter.held_values == count * per_result_floats  # total, queue, latency, ttft
-    paths = exporter.finalize(summarize(list(_many(100))))
+    paths = exporter.finalize(summarize(list(_many(100))), run_info(tmp_path, planned=count))
     assert all(p.exists() for p in paths)
     if name == "jsonl":
         assert line_count(tmp_path / "results.jsonl") == count

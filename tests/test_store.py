@@ -431,6 +431,29 @@ def test_iter_results_in_plan_order_follows_the_plan_not_the_finish_order(
     assert in_plan_order == [make_result(i) for i in range(101)]
 
 
+def test_iter_results_in_plan_order_can_start_at_a_plan_index(store: RunStore) -> None:
+    new_run(store)
+    store.append_results("fleet-abc", [(seq, make_result(index)) for seq, index in
+                                       enumerate([5, 0, 9, 3, 7], start=1)])
+    later = store.iter_results_in_plan_order("fleet-abc", batch=2, start_index=4)
+    assert [r.item.index for r in later] == [5, 7, 9]  # gaps are crossed
+
+
+def test_plan_prefix_stops_at_the_first_plan_index_without_a_result(store: RunStore) -> None:
+    new_run(store)
+    store.append_results("fleet-abc", [(seq, make_result(index)) for seq, index in
+                                       enumerate([2, 0, 1, 4, 5, 6], start=1)])
+    assert [r.item.index for r in store.plan_prefix("fleet-abc", 0)] == [0, 1, 2]
+    assert store.plan_prefix("fleet-abc", 3) == []  # 3 is still in flight
+    assert [r.item.index for r in store.plan_prefix("fleet-abc", 4, limit=2)] == [4, 5]
+    store.append_results("fleet-abc", [(7, make_result(3))])
+    prefix = store.plan_prefix("fleet-abc", 3)
+    assert prefix == [make_result(i) for i in (3, 4, 5, 6)]
+    assert store.plan_prefix("nope", 0) == []
+    with pytest.raises(ValueError, match="limit"):
+        store.plan_prefix("fleet-abc", 0, limit=0)
+
+
 def test_finished_keys_are_the_stored_results(store: RunStore) -> None:
     new_run(store)
     new_run(store, "other")

@@ -108,9 +108,10 @@ class CsvExporter:
         self._require_open()
         self._table.add(result)
 
-    def finalize(self, summary: Summary) -> Sequence[Path]:
-        """Write the four files, each atomically."""
-        run = self._require_open()
+    def finalize(self, summary: Summary, run: RunInfo) -> Sequence[Path]:
+        """Write the four files, each atomically. ``run`` is the final run: its status
+        and timestamps go into ``fleet_summary.csv``."""
+        self._require_open()
         self._run = None
         tables = {
             SUMMARY_FILE: (SUMMARY_COLUMNS, [_summary_row(run, summary, len(self._table))]),
@@ -121,6 +122,11 @@ class CsvExporter:
         self._table = TripleTable()
         return [_write_csv(run.output_dir / name, columns, rows)
                 for name, (columns, rows) in tables.items()]
+
+    def abort(self) -> None:
+        """Forget the statistics (nothing is on disk before ``finalize``)."""
+        self._run = None
+        self._table = TripleTable()
 
     @property
     def held_values(self) -> int:

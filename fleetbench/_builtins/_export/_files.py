@@ -21,6 +21,8 @@ __all__ = ["AtomicFile", "Spool", "atomic_write", "prepare_output_dir"]
 
 _TMP_SUFFIX = ".tmp"
 _SPOOL_SUFFIX = ".spool"
+_WRITE_BUFFER = 1 << 20  # bytes an artifact buffers between writes: few system calls
+_COPY_CHARS = 1 << 20  # characters a spool is copied by at a time
 
 
 def prepare_output_dir(directory: Path, artifact_names: tuple[str, ...]) -> None:
@@ -54,7 +56,8 @@ class AtomicFile:
         self._tmp = _hidden_sibling(path, _TMP_SUFFIX)
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         # newline="" leaves line endings to the writer (the csv module needs that).
-        self.handle: TextIO = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self.handle: TextIO = os.fdopen(fd, "w", buffering=_WRITE_BUFFER, encoding="utf-8",
+                                        newline="")
 
     def commit(self) -> Path:
         """Flush to disk and rename into place; returns the final path."""
@@ -134,20 +137,34 @@ class Spool:
         self._buffers.clear()
         self._held = 0
 
-    def read(self, bucket: int) -> Iterator[str]:
-        """The lines of ``bucket`` in append order, buffered ones included.
+    def write_joined(self, bucket: int, out: TextIO, separator: str, *,
+                     before: str = "", after: str = "") -> bool:
+        """Write the lines of ``bucket`` (in append order, buffered ones included) to
+        ``out`` with ``separator`` between them, wrapped in ``before`` and ``after``;
+        write nothing for an empty bucket. Returns whether it wrote.
+
+        The spool file is copied in large chunks, not line by line: lines never hold a
+        newline, so each newline but the last becomes ``separator``.
 
         :raises OSError: when a spool file written earlier has gone missing, rather
             than silently exporting fewer results.
         """
         if bucket not in self._on_disk:  # never flushed: serve it from memory
-            yield from self._buffers.get(bucket, ())
-            return
+            lines = self._buffers.get(bucket)
+            if lines:
+                out.write(before + separator.join(lines) + after)
+            return bool(lines)
         if self._buffers.get(bucket):
             self.flush()
-        with self._file(bucket).open(encoding="utf-8", newline="\n") as lines:
-            for line in lines:
-                yield line.rstrip("\n")
+        out.write(before)
+        with self._file(bucket).open(encoding="utf-8", newline="\n") as spool:
+            held = ""  # a newline held back: it ends the last line unless more follows
+            while chunk := spool.read(_COPY_CHARS):
+                text = held + chunk
+                held = "\n" if text.endswith("\n") else ""
+                out.write((text[:-1] if held else text).replace("\n", separator))
+        out.write(after)
+        return True
 
     def remove(self) -> None:
         """Delete the spool folder and everything in it."""

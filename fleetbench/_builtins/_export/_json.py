@@ -17,10 +17,12 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+import orjson
 
 import fleetbench
 from fleetbench._builtins._export import _shapes as shapes
@@ -39,6 +41,11 @@ _dumps = json.JSONEncoder(sort_keys=True, allow_nan=False).encode
 """Canonical JSON text (one shared encoder: ``json.dumps`` with options builds a new
 encoder per call, a cost paid once per result here)."""
 _Member = Callable[[TextIO], None]
+
+
+def _dumps_result(rendered: Mapping[str, Any]) -> str:
+    """One test's JSON, compact with sorted keys (orjson: this runs once per result)."""
+    return orjson.dumps(rendered, option=orjson.OPT_SORT_KEYS).decode()
 
 
 @dataclass(slots=True)
@@ -70,12 +77,14 @@ class JsonExporter:
         """Render one result in test-bench's shape and spool it under its triple."""
         state = self._require_open()
         rendered = shapes.testbench_result(result, save_responses=state.run.save_responses)
-        state.spool.append(state.table.add(result), _dumps(rendered))
+        state.spool.append(state.table.add(result), _dumps_result(rendered))
 
-    def finalize(self, summary: Summary) -> Sequence[Path]:
-        """Write the document atomically, then delete the spool."""
+    def finalize(self, summary: Summary, run: RunInfo) -> Sequence[Path]:
+        """Write the document atomically, then delete the spool. ``run`` is the final
+        run: its status, timestamps and warnings go into the document."""
         state = self._require_open()
-        path = state.run.output_dir / JSON_FILE
+        state.run = run  # open() saw the run as it started; only now is its end known
+        path = run.output_dir / JSON_FILE
         try:
             with atomic_write(path) as out:
                 _write_object(out, _document(state, summary),
@@ -85,6 +94,12 @@ class JsonExporter:
             state.spool.remove()
             self._state = None
         return [path]
+
+    def abort(self) -> None:
+        """Drop the spool without writing the document (the export was abandoned)."""
+        if self._state is not None:
+            self._state.spool.remove()
+            self._state = None
 
     @property
     def held_chars(self) -> int:
@@ -191,15 +206,12 @@ def _write_object(out: TextIO, fixed: Mapping[str, Any], streamed: Mapping[str, 
     out.write(newline + "}")
 
 
-def _write_array(rendered: Iterable[str], out: TextIO) -> None:
-    """Write already-rendered JSON values as an array, one value per line."""
+def _write_spooled_array(spool: Spool, bucket: int, out: TextIO) -> None:
+    """Write the rendered JSON values spooled under ``bucket`` as an array, one value
+    per line (``[]`` when there is none)."""
     out.write("[")
-    wrote = False
-    for value in rendered:
-        out.write(",\n" if wrote else "\n")
-        out.write(value)
-        wrote = True
-    out.write("\n]" if wrote else "]")
+    spool.write_joined(bucket, out, ",\n", before="\n", after="\n")
+    out.write("]")
 
 
 def _write_triples(state: _Open, out: TextIO) -> None:
@@ -210,7 +222,7 @@ def _write_triples(state: _Open, out: TextIO) -> None:
         out.write(",\n" if number else "\n")
         fixed = _triple_members(state.run, triple)
         fixed["summary"] = shapes.result_summary(stats.stats())
-        results = functools.partial(_write_array, state.spool.read(number))
+        results = functools.partial(_write_spooled_array, state.spool, number)
         _write_object(out, fixed, {"results": results})
     out.write("\n]" if len(state.table) else "]")
 

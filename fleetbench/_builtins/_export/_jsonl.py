@@ -48,8 +48,8 @@ class JsonlExporter:
             data["response"] = None
         self._require_open().handle.write(orjson.dumps(data, option=_OPTIONS).decode())
 
-    def finalize(self, summary: Summary) -> Sequence[Path]:
-        """Rename the finished file into place."""
+    def finalize(self, summary: Summary, run: RunInfo) -> Sequence[Path]:
+        """Rename the finished file into place (lines carry nothing of the run's end)."""
         file = self._require_open()
         self._file = None
         try:
@@ -57,6 +57,12 @@ class JsonlExporter:
         except BaseException:
             file.discard()
             raise
+
+    def abort(self) -> None:
+        """Delete the temporary file without committing it (the export was abandoned)."""
+        if self._file is not None:
+            self._file.discard()
+            self._file = None
 
     def _require_open(self) -> AtomicFile:
         if self._file is None:
