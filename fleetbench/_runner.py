@@ -178,8 +178,11 @@ def _completed_outcome(record: RunRecord, store: RunStore, output_dir: Path,
     aggregator = Aggregator()
     aggregator.add_many(result for _, result in store.iter_results(record.run_id))
     artifacts = tuple(output_dir / a.name for a in record.artifacts)
+    missing = [path.name for path in artifacts if not path.is_file()]
+    warnings = (f"this run completed earlier; {len(missing)} of its artifacts are missing "
+                f"from {output_dir}: {', '.join(missing)}",) if missing else ()
     return RunOutcome(record.run_id, record.status, created, aggregator.finalize(),
-                      output_dir, artifacts, (), record.error)
+                      output_dir, artifacts, warnings, record.error)
 
 
 class _Execution:

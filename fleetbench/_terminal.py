@@ -96,8 +96,8 @@ def print_outcome(outcome: RunOutcome) -> None:
     console.print(summary_table(outcome.summary))
     for warning in outcome.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    verb = "resumed and finished" if not outcome.created else "finished"
-    console.print(f"run {outcome.run_id} {verb}: {outcome.status.value}"
+    origin = "" if outcome.created else " (this run id existed: it was resumed or reused)"
+    console.print(f"run {outcome.run_id}: {outcome.status.value}{origin}"
                   + (f" ({outcome.error})" if outcome.error else ""), highlight=False)
     console.print(f"artifacts in {outcome.output_dir}/:", highlight=False)
     for path in outcome.artifacts:
