@@ -7,8 +7,10 @@ one JSON document instead, for scripts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,15 @@ from fleetbench._logging import configure_logging
 from fleetbench._manifest import manifest_json_schema
 from fleetbench._plugins import PluginHost, load_plugins
 from fleetbench._prepare import Prepared, prepare_file
+from fleetbench._server._config import (
+    DEFAULT_MAX_CONCURRENT_RUNS,
+    DEFAULT_MAX_PLANNED_TESTS,
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_GRACE_S,
+    Limits,
+    ServerConfig,
+    TlsFiles,
+)
 from fleetbench._terminal import (
     RunOptions,
     exit_code,
@@ -160,6 +171,74 @@ def plugins(as_json: bool) -> None:
     for i in infos:
         table.add_row(i.name, i.kind, i.version, i.distribution, i.description)
     Console().print(table)
+
+
+AUTH_TOKEN_ENV = "FLEETBENCH_AUTH_TOKEN"
+_file_opt = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT,
+              show_default=True, help="Port to bind; 0 picks a free one.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run store folder (default: $FLEETBENCH_STATE_DIR).")
+@click.option("--data-root", "data_roots", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder manifests may use (repeatable; default: the current folder). "
+                   "Relative manifest paths resolve against the first one.")
+@click.option("--max-concurrent-runs", type=click.IntRange(1), show_default=True,
+              default=DEFAULT_MAX_CONCURRENT_RUNS, help="Runs executing at once.")
+@click.option("--max-planned-tests", type=click.IntRange(1), show_default=True,
+              default=DEFAULT_MAX_PLANNED_TESTS,
+              help="Planned tests of all executing runs together.")
+@click.option("--auth-token-file", type=_file_opt,
+              help=f"Require 'authorization: Bearer <token>' (default: ${AUTH_TOKEN_ENV}).")
+@click.option("--tls-cert", type=_file_opt, help="PEM certificate chain (with --tls-key).")
+@click.option("--tls-key", type=_file_opt, help="PEM private key (with --tls-cert).")
+@click.option("--shutdown-grace", type=click.FloatRange(0), show_default=True,
+              default=DEFAULT_SHUTDOWN_GRACE_S,
+              help="Seconds a shutdown waits for runs and streams to end.")
+def serve_command(host: str, port: int, state_dir: Path | None, data_roots: tuple[Path, ...],
+                  max_concurrent_runs: int, max_planned_tests: int,
+                  auth_token_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
+                  shutdown_grace: float) -> None:
+    """Serve the fleetbench.v1 gRPC API until SIGTERM or SIGINT.
+
+    Prints `listening on HOST:PORT` on stdout once bound; logs JSON lines to stderr.
+    Runs interrupted by a shutdown or crash resume when the server starts again.
+    """
+    verbose = click.get_current_context().find_root().params.get("verbose", 0)
+    configure_logging(logging.DEBUG if verbose > 1 else logging.INFO, json_lines=True)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    config = ServerConfig(
+        state_dir=state_dir or _config.state_dir(), cache_dir=_config.cache_dir(),
+        host=host, port=port, data_roots=data_roots,
+        limits=Limits(max_concurrent_runs, max_planned_tests),
+        auth_token=_auth_token(auth_token_file),
+        tls=TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None,
+        shutdown_grace_s=shutdown_grace)
+    from fleetbench._server._app import serve  # grpc loads only for this command
+
+    try:
+        asyncio.run(serve(config, host=_host(), announce=_announce))
+    except OSError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _auth_token(path: Path | None) -> str | None:
+    token = (path.read_text(encoding="utf-8") if path else os.environ.get(AUTH_TOKEN_ENV, ""))
+    token = token.strip()
+    if path is not None and not token:
+        raise click.BadParameter(f"{path} is empty", param_hint="--auth-token-file")
+    return token or None
+
+
+def _announce(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,0 +1,166 @@
+"""A run's live side for the server: fan-out of its bus events to any number of streams,
+and snapshots that line up exactly with the run's ``seq``.
+
+:class:`RunChannel` is one lossless bus subscriber of the run (``execute_run`` calls
+it after the store writer and the live aggregator, in seq order). Its ``handle`` only
+copies the batch into each stream's bounded :class:`Follower` and returns, so streams
+never slow the run. A follower that would overflow is marked *lagged* and dropped; its
+stream catches up from the run store, which already holds every result the channel has
+seen, because the store writer handles (and flushes) each batch before the channel.
+
+A live snapshot must describe exactly the results up to its ``as_of_seq``. The live
+aggregator is fed before the channel, so between the two (while a plugin subscriber
+works on a batch) it may be one batch ahead; :meth:`RunChannel.snapshot` waits for the
+channel to catch up, so counts and ``as_of_seq`` always agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fleetbench._aggregator import Aggregator
+from fleetbench._clock import utc_now
+from fleetbench.events import Event, RunStarted
+from fleetbench.records import RunStatus, Summary
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Progress and summaries of a run, covering exactly the results up to ``as_of_seq``."""
+
+    planned: int
+    summary: Summary
+    as_of_seq: int
+    taken_at: str
+
+
+class Follower:
+    """One stream's bounded queue of a run's events.
+
+    ``wait`` and ``take`` are split so that a waiting stream can be cancelled at any
+    time without losing an event: nothing leaves the queue until ``take``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._events: list[Event] = []
+        self._signal = asyncio.Event()
+        self.lagged = False
+        self.closed = False
+
+    def offer(self, events: Sequence[Event]) -> None:
+        """Queue ``events``, or mark this follower lagged if they do not fit."""
+        if self.lagged or self.closed:
+            return
+        if len(self._events) + len(events) > self._limit:
+            self.lagged = True
+            self._events = []  # the store has them; the stream re-reads from there
+        else:
+            self._events.extend(events)
+        self._signal.set()
+
+    def close(self) -> None:
+        """No more events will come (the run ended)."""
+        self.closed = True
+        self._signal.set()
+
+    async def wait(self, at_most_s: float | None) -> None:
+        """Until there is something to take, the follower lagged or closed, or
+        ``at_most_s`` seconds passed (``None``: no limit)."""
+        if at_most_s is None:
+            await self._signal.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most_s):
+                await self._signal.wait()
+
+    def take(self) -> list[Event]:
+        """Every queued event, oldest first; empties the queue."""
+        events, self._events = self._events, []
+        if not (self.lagged or self.closed):
+            self._signal.clear()
+        return events
+
+
+class RunChannel:
+    """The live fan-out of one execution of a run (see the module docstring).
+
+    ``aggregator`` is the live aggregator to hand to ``execute_run`` as ``live``.
+
+    :param follower_limit: events one follower may hold before it counts as lagged.
+    """
+
+    def __init__(self, run_id: str, planned: int, *, follower_limit: int) -> None:
+        self.run_id = run_id
+        self.planned = planned
+        self.aggregator = Aggregator()
+        self.started = False
+        """Whether the run's ``RunStarted`` went by (it is executing, not pending)."""
+        self.head_seq = 0
+        """The seq of the last event the channel handled."""
+        self.closed = False
+        self.final: Snapshot | None = None
+        self._counted_at_head = 0
+        self._followers: list[Follower] = []
+        self._follower_limit = follower_limit
+        self._tick = asyncio.Event()
+
+    @property
+    def status(self) -> RunStatus:
+        """PENDING until the run starts executing, RUNNING after (the final status is in
+        the store once the channel is closed)."""
+        return RunStatus.RUNNING if self.started else RunStatus.PENDING
+
+    @property
+    def followers(self) -> int:
+        return len(self._followers)
+
+    async def handle(self, events: Sequence[Event]) -> None:
+        """Bus subscriber: note the head, fan the batch out, wake snapshot waiters."""
+        self.head_seq = events[-1].seq
+        self._counted_at_head = self.aggregator.count
+        if not self.started and any(isinstance(e, RunStarted) for e in events):
+            self.started = True
+        for follower in self._followers:
+            follower.offer(events)
+        self._followers = [f for f in self._followers if not f.lagged]
+        self._wake()
+
+    def follow(self) -> Follower:
+        """A new follower of the events handled from now on (closed if the run ended)."""
+        follower = Follower(self._follower_limit)
+        if self.closed:
+            follower.close()
+        else:
+            self._followers.append(follower)
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        with contextlib.suppress(ValueError):
+            self._followers.remove(follower)
+
+    def close(self, final: Snapshot | None) -> None:
+        """The execution ended and its final status is stored: end every follower."""
+        self.closed = True
+        self.final = final
+        for follower in self._followers:
+            follower.close()
+        self._followers = []
+        self._wake()
+
+    async def snapshot(self) -> Snapshot | None:
+        """A live snapshot aligned with ``head_seq``; after the end, the final one
+        (``None`` if the execution ended without one)."""
+        while not self.closed and self.aggregator.count != self._counted_at_head:
+            tick = self._tick
+            await tick.wait()
+        if self.closed:
+            return self.final
+        return Snapshot(self.planned, self.aggregator.snapshot(), self.head_seq, utc_now())
+
+    def _wake(self) -> None:
+        self._tick.set()
+        self._tick = asyncio.Event()
