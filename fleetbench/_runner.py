@@ -141,6 +141,7 @@ async def execute_run(
     env: Mapping[str, str] | None = None,
     live: Aggregator | None = None,
     export_worker_min_tests: int = EXPORT_WORKER_MIN_TESTS,
+    interrupted: Callable[[], bool] | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``prepared``; return when its artifacts are written.
 
@@ -151,6 +152,9 @@ async def execute_run(
     :param live: an empty aggregator the run keeps current, for live snapshots.
     :param export_worker_min_tests: export in a worker process when at least this many
         tests are to be executed (0: always), else in-process after execution.
+    :param interrupted: asked when ``cancel`` stopped the run: true means the process is
+        shutting down, so the run ends INTERRUPTED (resumed on the next start) rather
+        than CANCELLED.
 
     :raises ManifestError: a provider's API key is missing from the environment.
     """
@@ -167,7 +171,8 @@ async def execute_run(
     lanes = build_lanes(manifest, host, pricing, os.environ if env is None else env)
     try:
         execution = _Execution(prepared, host, store, record, created, lanes, output_dir,
-                               live or Aggregator(), export_worker_min_tests)
+                               live or Aggregator(), export_worker_min_tests,
+                               interrupted or (lambda: False))
         return await execution.run(cancel or asyncio.Event(), subscribers)
     finally:
         await lanes.aclose()
@@ -190,13 +195,15 @@ class _Execution:
 
     def __init__(self, prepared: Prepared, host: PluginHost, store: RunStore,
                  record: RunRecord, created: bool, lanes: Lanes, output_dir: Path,
-                 live: Aggregator, export_worker_min_tests: int) -> None:
+                 live: Aggregator, export_worker_min_tests: int,
+                 interrupted: Callable[[], bool]) -> None:
         self.prepared, self.host, self.store = prepared, host, store
         self.record, self.created, self.lanes = record, created, lanes
         self.output_dir = output_dir
         self.plan: Plan = prepared.plan
         self.aggregator = live
         self.export_worker_min_tests = export_worker_min_tests
+        self._interrupted = interrupted
         self.warnings: list[str] = [str(w) for w in prepared.fleet.warnings]
         self.warnings.extend(lanes.warnings)
         self._evaluators: dict[tuple[str, str], Evaluator] = {}
@@ -318,6 +325,9 @@ class _Execution:
             return RunStatus.FAILED, f"stopped at the first error (continue_on_failure: " \
                                      f"false): {stopped_by}"
         if cancel.is_set():
+            if self._interrupted():
+                return RunStatus.INTERRUPTED, "interrupted by a shutdown; starting the run " \
+                                              "again resumes it"
             return RunStatus.CANCELLED, "cancelled"
         return RunStatus.COMPLETED, None
 

@@ -229,7 +229,8 @@ class RunManager:
             outcome = await execute_run(
                 prepared, host=self.host, store=self.store, labels=labels,
                 cancel=execution.cancel, subscribers=[("grpc-streams", execution.channel)],
-                live=execution.channel.aggregator)
+                live=execution.channel.aggregator,
+                interrupted=lambda: execution.interrupting)
             ended = True
             execution.warnings = outcome.warnings
             record = await asyncio.to_thread(self._settle, execution, outcome.status)
@@ -257,12 +258,9 @@ class RunManager:
                 del self._executions[run_id]
 
     def _settle(self, execution: _Execution, status: RunStatus) -> RunRecord:
-        """The final record after the engine ended the run: a cancellation caused by the
-        server becomes INTERRUPTED; a caller's reason replaces the engine's message."""
+        """The final record after the engine ended the run (a server shutdown already
+        ended it INTERRUPTED); a caller's cancel reason replaces the engine's message."""
         run_id = execution.run_id
-        if status is RunStatus.CANCELLED and execution.interrupting:
-            return self.store.set_status(run_id, RunStatus.INTERRUPTED,
-                                         error=INTERRUPTED_MESSAGE)
         if status is RunStatus.CANCELLED and execution.cancel_reason:
             return self.store.set_status(run_id, RunStatus.CANCELLED,
                                          error=execution.cancel_reason)

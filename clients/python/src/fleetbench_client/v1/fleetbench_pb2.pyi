@@ -11,8 +11,9 @@ Conventions used throughout this file:
   plus `#r{epoch}` for epochs after the first.
 - A run id is `{fleet_id}-{12 hex digits}`; the same manifest, datasets and run key
   always give the same run id.
-- Results of a run are numbered by `seq`, starting at 1, without gaps; a stream resumes
-  after any `seq` it has seen.
+- Every event of a run (run started, each test finished, run finished) takes the next
+  `seq`, starting at 1, so result seqs increase strictly but may skip the numbers of
+  lifecycle events; a stream resumes after any `seq` it has seen.
 - Empty strings and zero numbers mean "not set" unless a field says otherwise; fields
   declared `optional` distinguish "absent" from zero.
 
@@ -180,8 +181,8 @@ class _GroupDimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupD
     GROUP_DIMENSION_REPOSITORY: _GroupDimension.ValueType  # 2
     """One group per repository (`repo_id` set)."""
     GROUP_DIMENSION_CATEGORY: _GroupDimension.ValueType  # 3
-    """One group per test category (`category` set; tests without a category form the
-    group whose `category` is empty).
+    """One group per test category (`category` set); tests without a category belong to
+    no category group, as in test-bench.
     """
     GROUP_DIMENSION_SCENARIO: _GroupDimension.ValueType  # 4
     """One group per scenario profile (`scenario` set)."""
@@ -198,8 +199,8 @@ GROUP_DIMENSION_PROVIDER: GroupDimension.ValueType  # 1
 GROUP_DIMENSION_REPOSITORY: GroupDimension.ValueType  # 2
 """One group per repository (`repo_id` set)."""
 GROUP_DIMENSION_CATEGORY: GroupDimension.ValueType  # 3
-"""One group per test category (`category` set; tests without a category form the
-group whose `category` is empty).
+"""One group per test category (`category` set); tests without a category belong to
+no category group, as in test-bench.
 """
 GROUP_DIMENSION_SCENARIO: GroupDimension.ValueType  # 4
 """One group per scenario profile (`scenario` set)."""
@@ -420,8 +421,8 @@ class StreamResultsResponse(_message.Message):
     """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TestResult]:
-        """The next results of the run, in `seq` order, continuing the previous message
-        without gaps or repeats; may be empty.
+        """The next results of the run, in increasing `seq` order, continuing the previous
+        message with no result missing or repeated; may be empty.
         """
 
     @_builtins.property
@@ -1104,7 +1105,7 @@ class TestResult(_message.Message):
     RESPONSE_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
-    """The result's position in the run's result sequence, from 1, without gaps."""
+    """The result's position in the run's event sequence (from 1; strictly increasing)."""
     key: _builtins.str
     """The test key `{repo_id}/{scenario}/{provider}:{model}/{test_id}`, plus `#r{epoch}`
     for epochs after the first; unique within the run.

@@ -11,8 +11,9 @@ Conventions used throughout this file:
   plus `#r{epoch}` for epochs after the first.
 - A run id is `{fleet_id}-{12 hex digits}`; the same manifest, datasets and run key
   always give the same run id.
-- Results of a run are numbered by `seq`, starting at 1, without gaps; a stream resumes
-  after any `seq` it has seen.
+- Every event of a run (run started, each test finished, run finished) takes the next
+  `seq`, starting at 1, so result seqs increase strictly but may skip the numbers of
+  lifecycle events; a stream resumes after any `seq` it has seen.
 - Empty strings and zero numbers mean "not set" unless a field says otherwise; fields
   declared `optional` distinguish "absent" from zero.
 
