@@ -33,6 +33,16 @@ Control endpoints (not part of the OpenAI API), used across processes:
   benchmark can report the server's CPU apart from the client's);
 * ``POST /_fakevendor/reset`` -> clears the trace and the counters.
 
+Fault injection (for provider plugin tests): ``FakeOpenAIConfig.faults`` is a script of
+:class:`Fault` s applied to the first requests in order (request ``n`` gets ``faults[n-1]``,
+counted from the last reset; later requests succeed): an HTTP error with the vendor's error
+envelope and headers (429 with ``retry-after-ms`` / ``Retry-After``, 500, 503 …), a malformed
+JSON body or SSE event, a stream that ends without ``[DONE]``, an error object inside a 200
+stream, or a connection closed mid-response. ``api_key`` makes the server demand a key
+(``Authorization: Bearer`` or Azure's ``api-key``) and answer 401 otherwise. Azure-style paths
+(``/openai/deployments/{name}/chat/completions?api-version=…`` and ``/openai/v1/…``) are
+served too, and ``capture=True`` records each request's path, query, headers and body.
+
 Besides the knobs it counts requests in flight (``max_in_flight`` checks a client's
 concurrency limit from the outside) and offers :meth:`FakeOpenAIServer.wait_for_requests`
 so tests can wait for "the server has the request" without polling.
@@ -50,8 +60,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -60,10 +70,12 @@ from aiohttp import web
 __all__ = [
     "CONTROL_PREFIX",
     "REQUEST_ID_HEADER",
+    "CapturedRequest",
     "FakeOpenAIConfig",
     "FakeOpenAIServer",
     "FakeOpenAIServerProcess",
     "FakeOpenAIService",
+    "Fault",
     "TraceEntry",
     "clock_description",
     "main",
@@ -93,6 +105,108 @@ def _clock_is_system_wide() -> bool:
     return "CLOCK_MONOTONIC" in time.get_clock_info("perf_counter").implementation
 
 
+FAULT_KINDS = ("http_error", "malformed", "truncate", "stream_error", "disconnect")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One injected failure, applied to one request (see :attr:`FakeOpenAIConfig.faults`).
+
+    Kinds:
+
+    * ``http_error``: answer ``status`` with ``{"error": {"message", "type", "param", "code"}}``
+      and ``headers`` (e.g. ``{"retry-after-ms": "300"}``), streaming or not;
+    * ``malformed``: a 200 whose JSON body (or, streaming, the event after ``after_chunks``
+      content chunks) is not valid JSON;
+    * ``truncate``: streaming, end the body cleanly after ``after_chunks`` content chunks
+      without ``[DONE]``; non-streaming, close the connection half-way through the body;
+    * ``stream_error``: streaming, after ``after_chunks`` content chunks send
+      ``data: {"error": {…}}`` (the vendor failing mid-generation) and end the body;
+    * ``disconnect``: close the connection without answering.
+
+    Use the constructors (:meth:`http_error`, :meth:`rate_limited` …) rather than the fields.
+    """
+
+    kind: str
+    status: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+    message: str = "injected fault"
+    headers: tuple[tuple[str, str], ...] = ()
+    after_chunks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
+        if self.after_chunks < 0:
+            raise ValueError("after_chunks must be >= 0")
+
+    @classmethod
+    def http_error(
+        cls,
+        status: int,
+        *,
+        error_type: str = "server_error",
+        code: str | None = None,
+        message: str = "injected fault",
+        headers: Mapping[str, str] | None = None,
+    ) -> Fault:
+        """An HTTP error answer with OpenAI's error envelope."""
+        return cls("http_error", status, error_type, code, message,
+                   tuple((headers or {}).items()))  # fmt: skip
+
+    @classmethod
+    def rate_limited(cls, headers: Mapping[str, str] | None = None) -> Fault:
+        """A 429 ``rate_limit_exceeded`` with the given retry hint headers."""
+        return cls.http_error(429, error_type="requests", code="rate_limit_exceeded",
+                              message="Rate limit reached for requests", headers=headers)
+
+    @classmethod
+    def malformed(cls, *, after_chunks: int = 0) -> Fault:
+        """A 200 whose body (or streamed event) is not JSON."""
+        return cls("malformed", 200, after_chunks=after_chunks)
+
+    @classmethod
+    def truncated(cls, *, after_chunks: int = 0) -> Fault:
+        """A response that ends early (streaming: no ``[DONE]``)."""
+        return cls("truncate", 200, after_chunks=after_chunks)
+
+    @classmethod
+    def stream_error(
+        cls,
+        *,
+        after_chunks: int = 0,
+        error_type: str = "server_error",
+        code: str | None = None,
+        message: str = "injected fault",
+    ) -> Fault:
+        """An error object inside a 200 stream."""
+        return cls("stream_error", 200, error_type, code, message, after_chunks=after_chunks)
+
+    @classmethod
+    def disconnect(cls) -> Fault:
+        """The connection closes before any answer."""
+        return cls("disconnect", 0)
+
+    def error_body(self) -> bytes:
+        """The OpenAI error envelope this fault sends."""
+        error = {"message": self.message, "type": self.error_type, "param": None,
+                 "code": self.code}  # fmt: skip
+        return json.dumps({"error": error}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedRequest:
+    """One chat request as received, recorded when the server runs with ``capture=True``."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    """Header names lower-cased."""
+    body: Any
+
+
 @dataclass(frozen=True, slots=True)
 class FakeOpenAIConfig:
     """Behaviour knobs of the fake vendor (all durations in milliseconds).
@@ -110,6 +224,10 @@ class FakeOpenAIConfig:
     output_tokens: int = 16
     tokens_per_chunk: int = 1
     model: str = "fake-gpt"
+    faults: tuple[Fault, ...] = field(default=())
+    """Request ``n`` (1-based, since the last reset) gets ``faults[n-1]``; later ones succeed."""
+    api_key: str | None = None
+    """When set, requests need ``Authorization: Bearer <key>`` or ``api-key: <key>``."""
 
     def __post_init__(self) -> None:
         if min(self.latency_ms, self.ttft_ms, self.itl_ms) < 0:
@@ -160,8 +278,10 @@ class TraceEntry:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-def _error(status: int, message: str, code: str = "invalid_request_error") -> web.Response:
-    body = {"error": {"message": message, "type": code, "param": None, "code": None}}
+def _error(
+    status: int, message: str, error_type: str = "invalid_request_error", code: str | None = None
+) -> web.Response:
+    body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     return web.Response(status=status, body=json.dumps(body), content_type="application/json")
 
 
@@ -225,8 +345,11 @@ class FakeOpenAIService:
     its own process. ``config`` may be replaced between requests (e.g. by a test).
     """
 
-    def __init__(self, config: FakeOpenAIConfig | None = None) -> None:
+    def __init__(self, config: FakeOpenAIConfig | None = None, *, capture: bool = False) -> None:
         self.config = config or FakeOpenAIConfig()
+        self.capture = capture
+        """Record every chat request in :attr:`captured` (off for benchmarks: it costs CPU)."""
+        self.captured: list[CapturedRequest] = []
         self.requests = 0
         """Chat completion requests received (including rejected ones)."""
         self.in_flight = 0
@@ -243,6 +366,7 @@ class FakeOpenAIService:
         self.requests = 0
         self.max_in_flight = self.in_flight
         self.trace = []
+        self.captured = []
 
     async def wait_for_requests(self, count: int) -> None:
         """Return once ``count`` chat requests have arrived (an event for tests, no polling)."""
@@ -276,7 +400,7 @@ class FakeOpenAIService:
         """Entry point for aiohttp's low-level server."""
         received = time.perf_counter()
         path = request.path
-        if path == "/v1/chat/completions" and request.method == "POST":
+        if (path == "/v1/chat/completions" or _is_azure_chat(path)) and request.method == "POST":
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
@@ -302,13 +426,30 @@ class FakeOpenAIService:
         self.trace.append(entry)
         if self._waiters:
             self._wake_waiters()
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                raise ValueError("'messages' must be a list")
-        except ValueError as exc:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if self.capture:
+            self.captured.append(CapturedRequest(
+                request.method, request.path, dict(request.query),
+                {k.lower(): v for k, v in request.headers.items()}, body))  # fmt: skip
+        if request.path.startswith("/openai/deployments/") and not request.query.get(
+            "api-version"
+        ):
+            entry.status = 404
+            return _error(404, "Resource not found: api-version is missing", "not_found")
+        if config.api_key is not None and not _authorized(request, config.api_key):
+            entry.status = 401
+            return _error(401, "Incorrect API key provided.", "invalid_request_error",
+                          code="invalid_api_key")  # fmt: skip
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             entry.status = 400
-            return _error(400, f"Invalid request body: {exc}")
+            return _error(400, "Invalid request body: 'messages' must be a list")
+        fault = config.faults[self.requests - 1] if self.requests <= len(config.faults) else None
+        if fault is not None and fault.kind in ("http_error", "disconnect"):
+            return await self._refuse(request, entry, fault)
         tokens = config.output_tokens
         cap = body.get("max_completion_tokens", body.get("max_tokens"))
         if isinstance(cap, int) and cap >= 0:
@@ -324,10 +465,13 @@ class FakeOpenAIService:
             entry.stream = True
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            return await self._stream(request, entry, config, completion_id, usage, include_usage)
+            return await self._stream(request, entry, config, completion_id, usage, include_usage,
+                                      fault)
 
         if config.latency_ms:
             await asyncio.sleep(config.latency_ms / 1000)
+        if fault is not None:
+            return await self._faulty_body(request, entry, fault)
         payload = {
             "id": completion_id,
             "object": "chat.completion",
@@ -364,6 +508,7 @@ class FakeOpenAIService:
         completion_id: str,
         usage: dict[str, int],
         include_usage: bool,
+        fault: Fault | None = None,
     ) -> web.StreamResponse:
         key = (config.model, entry.completion_tokens, config.tokens_per_chunk)
         template = self._templates.get(key)
@@ -376,7 +521,12 @@ class FakeOpenAIService:
         )
         try:
             await response.prepare(request)  # headers go out now, as with real vendors
-            await self._write_stream(response, entry, config, template, cid, usage, include_usage)
+            if fault is None:
+                await self._write_stream(
+                    response, entry, config, template, cid, usage, include_usage
+                )
+            else:
+                await self._write_faulty_stream(response, entry, config, template, cid, fault)
         except ConnectionResetError:  # the client went away (e.g. it timed out)
             entry.status = CLIENT_CLOSED_REQUEST
         return response
@@ -423,6 +573,90 @@ class FakeOpenAIService:
         entry.last_byte = written
 
 
+    async def _refuse(
+        self, request: web.BaseRequest, entry: TraceEntry, fault: Fault
+    ) -> web.StreamResponse:
+        """An HTTP error answer, or a connection closed without one."""
+        if fault.kind == "disconnect":
+            entry.status = 0
+            _close_connection(request)
+            return web.Response()  # never sent: the transport is gone
+        entry.status = fault.status
+        written = time.perf_counter()
+        response = web.Response(status=fault.status, body=fault.error_body(),
+                                content_type="application/json", headers=dict(fault.headers))
+        entry.last_byte = written
+        return response
+
+    async def _faulty_body(
+        self, request: web.BaseRequest, entry: TraceEntry, fault: Fault
+    ) -> web.StreamResponse:
+        """A non-streaming 200 that is malformed or cut short."""
+        partial = b'{"id":"chatcmpl-fake","object":"chat.completion","choices":[{"ind'
+        if fault.kind != "truncate":  # malformed (stream-only kinds degrade to this)
+            return web.Response(body=partial, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(partial) * 4
+        try:
+            await response.prepare(request)
+            await response.write(partial)
+        except ConnectionResetError:
+            entry.status = CLIENT_CLOSED_REQUEST
+            return response
+        entry.status = 0
+        _close_connection(request)
+        return response
+
+    async def _write_faulty_stream(
+        self,
+        response: web.StreamResponse,
+        entry: TraceEntry,
+        config: FakeOpenAIConfig,
+        template: _StreamTemplate,
+        cid: bytes,
+        fault: Fault,
+    ) -> None:
+        """``after_chunks`` content chunks, then the fault instead of the normal ending."""
+        if config.ttft_ms:
+            await asyncio.sleep(config.ttft_ms / 1000)
+        for index, tail in enumerate(template.chunk_tails[: fault.after_chunks]):
+            if index and config.itl_ms:
+                await asyncio.sleep(config.itl_ms / 1000)
+            written = time.perf_counter()
+            await response.write(_CHUNK_HEAD + cid + tail)
+            if index == 0:
+                entry.first_token = written
+            entry.last_token = written
+        if fault.kind == "malformed":
+            end = b'data: {"id":"' + cid + b'","choices":[{"delta":{"content":\n\ndata: [DONE]\n\n'
+        elif fault.kind == "stream_error":
+            end = b"data: " + fault.error_body() + b"\n\n"
+        else:  # truncate: a clean end of the body, but no [DONE]
+            end = b""
+        entry.status = 0 if fault.kind == "truncate" else 200
+        written = time.perf_counter()
+        await response.write_eof(end)
+        entry.last_byte = written
+
+
+def _is_azure_chat(path: str) -> bool:
+    """Azure OpenAI's chat paths: classic deployments (``api-version`` query) and v1."""
+    if path == "/openai/v1/chat/completions":
+        return True
+    return path.startswith("/openai/deployments/") and path.endswith("/chat/completions")
+
+
+def _authorized(request: web.BaseRequest, key: str) -> bool:
+    headers = request.headers
+    return headers.get("Authorization") == f"Bearer {key}" or headers.get("api-key") == key
+
+
+def _close_connection(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
 class FakeOpenAIServer:
     """Serve a :class:`FakeOpenAIService` on 127.0.0.1 in the running event loop.
 
@@ -445,6 +679,7 @@ class FakeOpenAIServer:
         config: FakeOpenAIConfig | None = None,
         backlog: int = 4096,
         shutdown_timeout_s: float = 0.5,
+        capture: bool = False,
     ) -> None:
         self.service = FakeOpenAIService(
             config
@@ -455,7 +690,8 @@ class FakeOpenAIServer:
                 output_tokens=output_tokens,
                 tokens_per_chunk=tokens_per_chunk,
                 model=model,
-            )
+            ),
+            capture=capture,
         )
         self._host = host
         self._port = port
@@ -495,6 +731,11 @@ class FakeOpenAIServer:
     @property
     def trace(self) -> list[TraceEntry]:
         return self.service.trace
+
+    @property
+    def captured(self) -> list[CapturedRequest]:
+        """The requests received, when created with ``capture=True``."""
+        return self.service.captured
 
     @property
     def port(self) -> int:

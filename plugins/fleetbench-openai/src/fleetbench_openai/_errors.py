@@ -1,0 +1,233 @@
+"""Vendor error answers → fleetbench's :mod:`fleetbench.errors` classes.
+
+The OpenAI family reports failures in an ``{"error": {"message", "type", "param", "code"}}``
+envelope, but compatible servers vary (``{"error": "text"}``, vLLM's top-level
+``{"object": "error", …}``, ``{"message": …}``, ``{"detail": …}``), so bodies are read
+leniently. The HTTP status decides the class first; the body refines it (context overflow,
+exhausted quota). Retry hints come from ``retry-after-ms``, then ``Retry-After`` (seconds or
+an HTTP date), then the ``x-ratelimit-reset-*`` durations. Every message is scrubbed of the
+API key before it leaves this module.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from fleetbench.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ContextLengthError,
+    ProviderError,
+    RateLimitedError,
+    TransientProviderError,
+)
+
+__all__ = [
+    "error_from_payload",
+    "error_from_response",
+    "parse_duration",
+    "redact",
+    "retry_after_s",
+]
+
+MAX_MESSAGE_CHARS = 300
+"""Vendor messages are cut to this length: enough to diagnose, never a whole HTML page."""
+
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+_CONTEXT_TEXT = re.compile(
+    r"maximum context length|context length|context window|context size|"
+    r"too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+_RATE_TYPES = frozenset({"rate_limit_exceeded", "rate_limit_error", "requests", "tokens"})
+_AUTH_TYPES = frozenset(
+    {"invalid_api_key", "authentication_error", "permission_error", "unauthorized"}
+)
+_BAD_TYPES = frozenset({"invalid_request_error", "BadRequestError", "not_found_error"})
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+_RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
+    if secret and secret in text:
+        return text.replace(secret, "***")
+    return text
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in an OpenAI reset duration (``12ms``, ``1.5s``, ``6m0s``, ``1h2m3s``, or a
+    bare number of seconds); ``None`` when it is not one."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if value >= 0 else None
+    total, position = 0.0, 0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            return None
+        position = match.end()
+        number = float(match.group(1))
+        total += number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+    return total if position and position == len(text) else None
+
+
+def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The vendor's hint of how long to wait, in seconds, or ``None`` when it gave none.
+
+    ``retry-after-ms`` wins over ``Retry-After``, which wins over the reset headers. Of the
+    ``x-ratelimit-reset-{requests,tokens}`` pair, the limits whose remaining count is 0 are
+    the ones that bind; when that is unknown, the longer reset is used.
+    """
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = -1.0
+        if ms >= 0:
+            return ms / 1000
+    value = headers.get("retry-after")
+    if value:
+        seconds = _retry_after_header(value, time.time() if now is None else now)
+        if seconds is not None:
+            return seconds
+    binding: list[float] = []
+    other: list[float] = []
+    for kind in ("requests", "tokens"):
+        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        seconds = parse_duration(reset) if reset else None
+        if seconds is None:
+            continue
+        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        (binding if remaining is not None and remaining.strip() == "0" else other).append(seconds)
+    chosen = binding or other
+    return max(chosen) if chosen else None
+
+
+def _retry_after_header(value: str, now: float) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT by definition
+            return None
+        return max(0.0, when.timestamp() - now)
+    return seconds if seconds >= 0 else None
+
+
+def describe(payload: Any) -> tuple[str, str | None, str | None, int | None]:
+    """``(message, type, code, status)`` from an error body of any of the known shapes."""
+    if not isinstance(payload, dict):
+        return (str(payload), None, None, None)
+    error = payload.get("error")
+    source: Mapping[str, Any] = payload
+    if isinstance(error, dict):
+        source = error
+    elif isinstance(error, str):
+        return (error, _str(payload.get("type")), _str(payload.get("code")), None)
+    message = source.get("message") or source.get("detail") or payload.get("detail")
+    code = source.get("code")
+    status = code if isinstance(code, int) and 100 <= code <= 599 else None
+    if status is None:
+        raw_status = source.get("status")
+        if isinstance(raw_status, int) and 100 <= raw_status <= 599:
+            status = raw_status
+    return (
+        _text(message) if message is not None else "no error message",
+        _str(source.get("type")),
+        None if status is not None and code == status else _str(code),
+        status,
+    )
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def error_from_response(
+    vendor: str,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secret: str | None,
+) -> ProviderError:
+    """The error for a non-2xx HTTP answer."""
+    try:
+        payload: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        payload = {"message": text or "empty body"}
+    message, etype, code, _ = describe(payload)
+    return _classify(vendor, status, message, etype, code, retry_after_s(headers), secret)
+
+
+def error_from_payload(
+    vendor: str, payload: Any, *, secret: str | None, status: int | None = None
+) -> ProviderError:
+    """The error for an error object the vendor sent with HTTP 200 (inside a stream, or as
+    a whole body). Its own ``code``/``status``, when numeric, stands in for the HTTP status."""
+    message, etype, code, own_status = describe(payload)
+    return _classify(vendor, own_status or status, message, etype, code, None, secret)
+
+
+def _classify(
+    vendor: str,
+    status: int | None,
+    message: str,
+    etype: str | None,
+    code: str | None,
+    retry_after: float | None,
+    secret: str | None,
+) -> ProviderError:
+    label = " ".join(p for p in (f"HTTP {status}" if status else "error in stream",
+                                 code or etype) if p)  # fmt: skip
+    message = redact(message, secret)  # before cutting, so no prefix of the key survives
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + "…"
+    text = f"{vendor}: {label}: {message}"
+    kinds = {k for k in (etype, code) if k}
+    error: ProviderError
+    if kinds & _CONTEXT_CODES or (
+        (status is None or status in (400, 413, 500)) and _CONTEXT_TEXT.search(message)
+    ):
+        return ContextLengthError(text, status_code=status)
+    if kinds & _QUOTA_CODES:
+        # A 429 that waiting cannot lift (quota or billing exhausted): reported as a rate
+        # limit, but not retried.
+        error = RateLimitedError(text + " (quota exhausted: not retried)", status_code=status)
+        error.retryable = False
+        return error
+    if status in (401, 403) or (status is None and kinds & _AUTH_TYPES):
+        return AuthenticationError(text, status_code=status)
+    if status == 429 or (status is None and kinds & _RATE_TYPES):
+        return RateLimitedError(text, status_code=status, retry_after_s=retry_after)
+    if status == 404:
+        return BadRequestError(text + " (unknown model, deployment or path?)", status_code=404)
+    if status is None and kinds & _BAD_TYPES:
+        return BadRequestError(text)
+    if status is None or status in _RETRYABLE_STATUSES or status >= 500:
+        return TransientProviderError(text, status_code=status, retry_after_s=retry_after)
+    return BadRequestError(text, status_code=status)
