@@ -199,10 +199,12 @@ _file_opt = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--shutdown-grace", type=click.FloatRange(0), show_default=True,
               default=DEFAULT_SHUTDOWN_GRACE_S,
               help="Seconds a shutdown waits for runs and streams to end.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics; 0: off.")
 def serve_command(host: str, port: int, state_dir: Path | None, data_roots: tuple[Path, ...],
                   max_concurrent_runs: int, max_planned_tests: int,
                   auth_token_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
-                  shutdown_grace: float) -> None:
+                  shutdown_grace: float, metrics_port: int) -> None:
     """Serve the fleetbench.v1 gRPC API until SIGTERM or SIGINT.
 
     Prints `listening on HOST:PORT` on stdout once bound; logs JSON lines to stderr.
@@ -218,7 +220,7 @@ def serve_command(host: str, port: int, state_dir: Path | None, data_roots: tupl
         limits=Limits(max_concurrent_runs, max_planned_tests),
         auth_token=_auth_token(auth_token_file),
         tls=TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None,
-        shutdown_grace_s=shutdown_grace)
+        shutdown_grace_s=shutdown_grace, metrics_port=metrics_port or None)
     from fleetbench._server._app import serve  # grpc loads only for this command
 
     try:
@@ -280,3 +282,9 @@ def _problems_json(problems: Sequence[Problem]) -> list[dict[str, str]]:
 
 def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+# Commands over the gRPC API (submit, watch, runs, cancel, artifacts): fleetbench._remote_cli.
+from fleetbench._remote_cli import register as _register_remote_commands  # noqa: E402
+
+_register_remote_commands(main)

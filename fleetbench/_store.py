@@ -466,6 +466,14 @@ class RunStore:
         token = _encode_page_token(page[-1][0]) if len(rows) > limit else None
         return [_run_from_row(row[1:]) for row in page], token
 
+    def count_runs(self) -> dict[RunStatus, int]:
+        """How many runs are stored in each status (every status, 0 for none)."""
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+        counts = dict.fromkeys(RunStatus, 0)
+        counts.update((RunStatus(status), int(n)) for status, n in rows)
+        return counts
+
     @staticmethod
     def _run_filters(fleet_id: str | None, statuses: Iterable[RunStatus] | None,
                      after: str | None) -> tuple[str, list[Any]]:
@@ -612,6 +620,21 @@ class RunStore:
             "ORDER BY seq LIMIT ?",
             (run_pk, after_seq, -1 if limit is None else limit)).fetchall()
         return [(seq, decode_result(text)) for seq, text in rows]
+
+    def result_json_rows(self, run_id: str, *, after_seq: int = 0,
+                         limit: int | None = None) -> list[tuple[int, bytes]]:
+        """Like :meth:`results`, but each result as its stored JSON (UTF-8 bytes, the
+        shape of :func:`encode_result`), not decoded: for readers that convert the JSON
+        straight to another format (the gRPC stream's replay), decoding into a
+        :class:`TestResult` costs several times the read."""
+        with self._pool.connection() as conn:
+            run_pk = self._find_run_pk(conn, run_id)
+            if run_pk is None:
+                return []
+            return conn.execute(
+                "SELECT seq, CAST(result_json AS BLOB) FROM results WHERE run_pk = ? "
+                "AND seq > ? ORDER BY seq LIMIT ?",
+                (run_pk, after_seq, -1 if limit is None else limit)).fetchall()
 
     def iter_results(self, run_id: str, *, after_seq: int = 0,
                      batch: int = 1000) -> Iterator[tuple[int, TestResult]]:

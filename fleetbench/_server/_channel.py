@@ -3,8 +3,10 @@ and snapshots that line up exactly with the run's ``seq``.
 
 :class:`RunChannel` is one lossless bus subscriber of the run (``execute_run`` calls
 it after the store writer and the live aggregator, in seq order). Its ``handle`` only
-copies the batch into each stream's bounded :class:`Follower` and returns, so streams
-never slow the run. A follower that would overflow is marked *lagged* and dropped; its
+wraps the batch's results in one :class:`LiveBatch`, shared by every stream's bounded
+:class:`Follower`, and returns, so streams never slow the run (and with no stream, it
+does nothing). The first stream that sends a batch converts it for the wire and the
+others reuse that. A follower that would overflow is marked *lagged* and dropped; its
 stream catches up from the run store, which already holds every result the channel has
 seen, because the store writer handles (and flushes) each batch before the channel.
 
@@ -20,11 +22,12 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fleetbench._aggregator import Aggregator
 from fleetbench._clock import utc_now
-from fleetbench.events import Event, RunStarted
-from fleetbench.records import RunStatus, Summary
+from fleetbench.events import Event, RunStarted, TestFinished
+from fleetbench.records import RunStatus, Summary, TestResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,29 +40,43 @@ class Snapshot:
     taken_at: str
 
 
+class LiveBatch:
+    """The results of one batch of the run's events, ``(seq, result)`` in seq order
+    (possibly none: a status change), shared by every follower; ``encoded`` is where the
+    server keeps their wire form once a stream has converted them."""
+
+    __slots__ = ("encoded", "rows")
+
+    def __init__(self, rows: list[tuple[int, TestResult]]) -> None:
+        self.rows = rows
+        self.encoded: dict[Any, Any] = {}
+
+
 class Follower:
-    """One stream's bounded queue of a run's events.
+    """One stream's bounded queue of a run's live batches.
 
     ``wait`` and ``take`` are split so that a waiting stream can be cancelled at any
-    time without losing an event: nothing leaves the queue until ``take``.
+    time without losing a batch: nothing leaves the queue until ``take``.
     """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._events: list[Event] = []
+        self._batches: list[LiveBatch] = []
+        self._queued = 0  # results in ``_batches``
         self._signal = asyncio.Event()
         self.lagged = False
         self.closed = False
 
-    def offer(self, events: Sequence[Event]) -> None:
-        """Queue ``events``, or mark this follower lagged if they do not fit."""
+    def offer(self, batch: LiveBatch) -> None:
+        """Queue ``batch``, or mark this follower lagged if its results do not fit."""
         if self.lagged or self.closed:
             return
-        if len(self._events) + len(events) > self._limit:
+        if self._queued + len(batch.rows) > self._limit:
             self.lagged = True
-            self._events = []  # the store has them; the stream re-reads from there
+            self._batches, self._queued = [], 0  # the stream re-reads them from the store
         else:
-            self._events.extend(events)
+            self._batches.append(batch)
+            self._queued += len(batch.rows)
         self._signal.set()
 
     def close(self) -> None:
@@ -77,12 +94,12 @@ class Follower:
             async with asyncio.timeout(at_most_s):
                 await self._signal.wait()
 
-    def take(self) -> list[Event]:
-        """Every queued event, oldest first; empties the queue."""
-        events, self._events = self._events, []
+    def take(self) -> list[LiveBatch]:
+        """Every queued batch, oldest first; empties the queue."""
+        batches, self._batches, self._queued = self._batches, [], 0
         if not (self.lagged or self.closed):
             self._signal.clear()
-        return events
+        return batches
 
 
 class RunChannel:
@@ -124,9 +141,12 @@ class RunChannel:
         self._counted_at_head = self.aggregator.count
         if not self.started and any(isinstance(e, RunStarted) for e in events):
             self.started = True
-        for follower in self._followers:
-            follower.offer(events)
-        self._followers = [f for f in self._followers if not f.lagged]
+        if self._followers:
+            batch = LiveBatch([(e.seq, e.result) for e in events
+                               if isinstance(e, TestFinished)])
+            for follower in self._followers:
+                follower.offer(batch)
+            self._followers = [f for f in self._followers if not f.lagged]
         self._wake()
 
     def follow(self) -> Follower:

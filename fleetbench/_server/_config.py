@@ -13,7 +13,7 @@ DEFAULT_MAX_PENDING_REQUESTS = 20_000
 CANCELLED; a burst of clients must be queued instead (reference/environment.md §1)."""
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
 DEFAULT_STREAM_BUFFER = 20_000
-"""Events a stream may have waiting before it catches up from the store instead."""
+"""Live results a stream may have waiting before it catches up from the store instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,10 @@ class ServerConfig:
         <token>``; health checking and reflection stay open.
     :param shutdown_grace_s: how long a shutdown waits for runs and streams to end
         before it cuts them off.
-    :param stream_buffer: events one stream may have waiting in memory; a stream that
+    :param stream_buffer: live results one stream may have waiting in memory; a stream that
         falls further behind reads from the run store until it has caught up.
+    :param metrics_port: serve Prometheus metrics over HTTP at ``/metrics`` on this port
+        of ``host`` (0: a free one); ``None``: no metrics endpoint.
     """
 
     state_dir: Path
@@ -62,3 +64,4 @@ class ServerConfig:
     max_pending_requests: int = DEFAULT_MAX_PENDING_REQUESTS
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     stream_buffer: int = DEFAULT_STREAM_BUFFER
+    metrics_port: int | None = None

@@ -10,31 +10,41 @@ messages out. Rules the ``.proto`` sets and this module keeps:
 - A summary's ``cost_usd`` is absent when no test of the group has a price.
 
 The conversion of a result is on the hot path of ``StreamResults`` (hundreds of
-thousands per second), so it builds each message with one constructor call.
+thousands per second), so it builds each message with one constructor call, and
+streams send results as bytes encoded once (:func:`encode_live`, :func:`encode_stored`):
+a live result is converted once for every stream of its run, a stored one straight from
+its JSON (no :class:`TestResult` in between), and a message is the concatenation of its
+results' encodings and the rest of its fields (protobuf's wire format allows exactly
+that), registered with a serializer that passes bytes through (:func:`add_service`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import grpc
+import orjson
 from fleetbench_client.v1 import fleetbench_pb2 as pb
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fleetbench._plugins import PluginInfo
 from fleetbench._server._artifacts import Chunk
-from fleetbench._server._channel import Snapshot
+from fleetbench._server._channel import LiveBatch, Snapshot
 from fleetbench._server._intake import Validation
 from fleetbench._server._runs import RunView
-from fleetbench._server._stream import StreamMessage
+from fleetbench._server._stream import Row, StreamMessage
 from fleetbench._store import RunRecord
 from fleetbench.errors import Problem
 from fleetbench.records import Distribution, GroupStats, RunStatus, Status, Summary, TestResult
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FleetBenchService"].full_name
+_SERVICE = pb.DESCRIPTOR.services_by_name["FleetBenchService"]
+SERVICE_NAME: str = _SERVICE.full_name
 
 RUN_STATUS: Mapping[RunStatus, pb.RunStatus.ValueType] = {
     RunStatus.PENDING: pb.RUN_STATUS_PENDING,
@@ -82,6 +92,31 @@ def timestamp(text: str | None) -> Timestamp | None:
                      nanos=delta.microseconds * 1000)
 
 
+_STAMP_SECONDS: dict[str, int] = {}
+"""Unix seconds of ``YYYY-MM-DDTHH:MM:SS`` prefixes seen lately (a run's results share
+few), for :func:`_result_timestamp`."""
+
+
+def _result_timestamp(text: str | None) -> Any:
+    """:func:`timestamp` for a result's time, with a fast path for the engine's own
+    format (``2026-11-27T05:12:03.123456Z``, see ``fleetbench._clock``): the fields of
+    the Timestamp as a dict, which a message constructor takes for a message field
+    (cheaper than a Timestamp object, which it would copy)."""
+    if not text:
+        return None
+    if len(text) != 27 or text[19] != "." or text[26] != "Z":
+        return timestamp(text)
+    head = text[:19]
+    seconds = _STAMP_SECONDS.get(head)
+    if seconds is None:
+        if len(_STAMP_SECONDS) >= 4096:
+            _STAMP_SECONDS.clear()
+        stamp = timestamp(head)
+        assert stamp is not None
+        seconds = _STAMP_SECONDS[head] = stamp.seconds
+    return {"seconds": seconds, "nanos": int(text[20:26]) * 1000}
+
+
 # ── results ──
 
 
@@ -106,7 +141,8 @@ def result_message(seq: int, result: TestResult, *, save_responses: bool) -> pb.
         verdicts=[pb.Verdict(evaluator=v.evaluator, passed=v.passed, score=v.score,
                              detail=v.detail, error=v.error, cost_usd=v.cost_usd)
                   for v in result.verdicts],
-        started_at=timestamp(result.started_at), finished_at=timestamp(result.finished_at),
+        started_at=_result_timestamp(result.started_at),
+        finished_at=_result_timestamp(result.finished_at),
         cached=result.cached,
         response_model=(response.model or "") if response else "",
         response_id=(response.response_id or "") if response else "",
@@ -114,14 +150,140 @@ def result_message(seq: int, result: TestResult, *, save_responses: bool) -> pb.
     )
 
 
-def stream_response(message: StreamMessage, *,
-                    save_responses: bool) -> pb.StreamResultsResponse:
-    return pb.StreamResultsResponse(
-        results=[result_message(seq, r, save_responses=save_responses)
-                 for seq, r in message.results],
+_TEST_STATUS_OF_VALUE: Mapping[str, pb.TestStatus.ValueType] = {
+    status.value: number for status, number in _TEST_STATUS.items()}
+
+
+def stored_result_message(seq: int, data: Mapping[str, Any], *,
+                          save_responses: bool) -> pb.TestResult:
+    """:func:`result_message` of a result as the run store keeps it (the dict of
+    ``fleetbench._serialize.result_to_dict``), without rebuilding the record: the same
+    message field for field (a test holds them equal)."""
+    verdicts = data["verdicts"]
+    return pb.TestResult(
+        seq=seq, key=data["key"], index=data["index"], repo_id=data["repo_id"],
+        scenario=data["scenario"], provider=data["provider"], model=data["model"],
+        test_id=data["test_id"], epoch=data["epoch"], category=data["category"],
+        status=_TEST_STATUS_OF_VALUE[data["status"]], queue_ms=data["queue_ms"],
+        latency_ms=data["latency_ms"], ttft_ms=data["ttft_ms"], itl_ms=data["itl_ms"],
+        total_ms=data["total_ms"], retries=data["retries"],
+        input_tokens=data["input_tokens"], output_tokens=data["output_tokens"],
+        cached_input_tokens=data["cached_input_tokens"],
+        tokens_estimated=data["tokens_estimated"], cost_usd=data["cost_usd"],
+        response_text=data["response"] if save_responses else "",
+        finish_reason=data["finish_reason"], error=data["error"],
+        error_kind=data["error_kind"],
+        verdicts=_stored_verdicts(verdicts) if verdicts else None,
+        started_at=_result_timestamp(data["started_at"]),
+        finished_at=_result_timestamp(data["finished_at"]),
+        cached=data["cached"], response_model=data["response_model"],
+        response_id=data["response_id"], tags=data["tags"] or None,
+    )  # None leaves a field unset: "" / 0 / false, or absent where it is optional
+
+
+def _stored_verdicts(verdicts: Iterable[Mapping[str, Any]]) -> Any:
+    """Stored verdicts as the fields of Verdict messages (dicts: a constructor takes
+    them for a repeated message field, cheaper than building each message)."""
+    return [{"evaluator": v["evaluator"], "passed": v["passed"], "score": v["score"],
+             "detail": v["detail"], "error": v["error"], "cost_usd": v["cost_usd"]}
+            for v in verdicts]
+
+
+_RESULTS_FIELD = pb.StreamResultsResponse.DESCRIPTOR.fields_by_name["results"].number
+_RESULTS_TAG = _RESULTS_FIELD << 3 | 2  # wire type 2: length-delimited
+
+
+def _as_result_field(payload: bytes) -> bytes:
+    """A serialized TestResult as one element of ``StreamResultsResponse.results`` on the
+    wire: the field's tag, the length as a varint, the bytes."""
+    size = len(payload)
+    if size < 0x80:
+        return bytes((_RESULTS_TAG, size)) + payload
+    if size < 0x4000:
+        return bytes((_RESULTS_TAG, (size & 0x7F) | 0x80, size >> 7)) + payload
+    head = bytearray((_RESULTS_TAG,))
+    while size >= 0x80:
+        head.append((size & 0x7F) | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + payload
+
+
+def encode_stored(rows: Iterable[tuple[int, bytes]], *, save_responses: bool) -> list[Row]:
+    """Stored ``(seq, result JSON)`` rows as ``(seq, wire bytes)`` (see the module
+    docstring). Pure CPU work, safe in any thread."""
+    loads = orjson.loads
+    return [(seq, _as_result_field(stored_result_message(
+        seq, loads(raw), save_responses=save_responses).SerializeToString()))
+        for seq, raw in rows]
+
+
+def encode_live(batch: LiveBatch, *, save_responses: bool) -> list[Row]:
+    """The results of a live batch as ``(seq, wire bytes)``; converted by the first
+    stream that sends them and shared by every other stream of the run."""
+    memo = batch.encoded.get(save_responses)
+    if memo is None:
+        memo = batch.encoded[save_responses] = [
+            (seq, _as_result_field(result_message(
+                seq, result, save_responses=save_responses).SerializeToString()))
+            for seq, result in batch.rows]
+    return memo
+
+
+class ResultEncoder:
+    """The stream's :class:`~fleetbench._server._stream.Encoder` for one run."""
+
+    def __init__(self, *, save_responses: bool) -> None:
+        self.save_responses = save_responses
+
+    @property
+    def cache_key(self) -> bool:
+        return self.save_responses
+
+    def stored(self, rows: list[tuple[int, bytes]]) -> list[Row]:
+        return encode_stored(rows, save_responses=self.save_responses)
+
+    def live(self, batch: LiveBatch) -> list[Row]:
+        return encode_live(batch, save_responses=self.save_responses)
+
+
+def stream_response(message: StreamMessage) -> bytes:
+    """One StreamResults message, serialized: its results' encodings, then the rest."""
+    rest = pb.StreamResultsResponse(
         snapshot=snapshot(message.snapshot) if message.snapshot else None,
         status=RUN_STATUS[message.status], last_seq=message.last_seq,
-        head_seq=message.head_seq)
+        head_seq=message.head_seq).SerializeToString()
+    if not message.results:
+        return rest
+    return b"".join([data for _, data in message.results]) + rest
+
+
+def _serializer(message_type: type[Message]) -> Callable[[Message | bytes], bytes]:
+    serialize = message_type.SerializeToString
+
+    def serializer(message: Message | bytes) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)
+
+    return serializer
+
+
+def add_service(servicer: object, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` for every method of ``fleetbench.v1.FleetBenchService`` as
+    the generated ``add_FleetBenchServiceServicer_to_server`` does, except that a
+    handler may also yield or return an already serialized message (``bytes``)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in _SERVICE.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        assert not method.client_streaming, "fleetbench.v1 has no client streaming"
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(getattr(servicer, method.name),
+                                     request_deserializer=request_type.FromString,
+                                     response_serializer=_serializer(response_type))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME,
+                                                                         handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def saves_responses(record: RunRecord) -> bool:

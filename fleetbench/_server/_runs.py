@@ -23,12 +23,13 @@ task running ``execute_run``). Rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
+from fleetbench._bus import Subscriber
 from fleetbench._plugins import PluginHost
 from fleetbench._prepare import Prepared
 from fleetbench._runner import execute_run
@@ -77,12 +78,18 @@ class _Execution:
 
 
 class RunManager:
-    """Starts and follows runs over one run store (see the module docstring)."""
+    """Starts and follows runs over one run store (see the module docstring).
+
+    :param run_subscribers: more lossless bus subscribers of every run (the server's
+        metrics), after the run's gRPC streams.
+    """
 
     def __init__(self, store: RunStore, host: PluginHost, intake: Intake, run_keys: RunKeys,
-                 limits: Limits, *, stream_buffer: int) -> None:
+                 limits: Limits, *, stream_buffer: int,
+                 run_subscribers: Sequence[tuple[str, Subscriber]] = ()) -> None:
         self.store = store
         self._stream_buffer = stream_buffer
+        self._run_subscribers = tuple(run_subscribers)
         self.host = host
         self.intake = intake
         self.limits = limits
@@ -228,7 +235,8 @@ class RunManager:
         try:
             outcome = await execute_run(
                 prepared, host=self.host, store=self.store, labels=labels,
-                cancel=execution.cancel, subscribers=[("grpc-streams", execution.channel)],
+                cancel=execution.cancel,
+                subscribers=[("grpc-streams", execution.channel), *self._run_subscribers],
                 live=execution.channel.aggregator,
                 interrupted=lambda: execution.interrupting)
             ended = True

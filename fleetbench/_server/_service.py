@@ -34,8 +34,9 @@ from fleetbench._server._errors import (
     ShuttingDownError,
 )
 from fleetbench._server._intake import ManifestInput
+from fleetbench._server._metrics import ServerMetrics
 from fleetbench._server._runs import RunManager
-from fleetbench._server._stream import ResultStream, StreamRequest
+from fleetbench._server._stream import ReplayCache, ResultStream, StreamRequest
 from fleetbench._store import InvalidPageTokenError
 from fleetbench.errors import InputError, Problem
 
@@ -142,8 +143,10 @@ def _require_run_id(run_id: str) -> str:
 class FleetBenchService(pb_grpc.FleetBenchServiceServicer):
     """Every RPC of ``fleetbench.v1.FleetBenchService`` over a :class:`RunManager`."""
 
-    def __init__(self, manager: RunManager) -> None:
+    def __init__(self, manager: RunManager, metrics: ServerMetrics) -> None:
         self._manager = manager
+        self._metrics = metrics
+        self._replays = ReplayCache(manager.store)
 
     @_unary
     async def StartFleetRun(self, request: pb.StartFleetRunRequest,
@@ -153,16 +156,22 @@ class FleetBenchService(pb_grpc.FleetBenchServiceServicer):
         return convert.start_response(view, created)
 
     @_streaming
-    async def StreamResults(self, request: pb.StreamResultsRequest,
-                            context: Context) -> AsyncIterator[pb.StreamResultsResponse]:
+    async def StreamResults(  # type: ignore[override]  # serialized messages, see below
+            self, request: pb.StreamResultsRequest, context: Context) -> AsyncIterator[bytes]:
+        """Each message goes out already serialized (``_convert.stream_response``:
+        results converted once for every stream); ``_convert.add_service`` registers a
+        serializer that passes the bytes through."""
         record = await self._manager.record(_require_run_id(request.run_id))
+        encoder = convert.ResultEncoder(save_responses=convert.saves_responses(record))
         stream = ResultStream(self._manager, StreamRequest(
             run_id=request.run_id, after_seq=request.after_seq,
             replay_only=request.replay_only, max_batch=request.max_batch,
-            snapshot_interval_ms=request.snapshot_interval_ms), record)
-        save_responses = convert.saves_responses(record)
-        async for message in stream.messages():
-            yield convert.stream_response(message, save_responses=save_responses)
+            snapshot_interval_ms=request.snapshot_interval_ms), record, encoder,
+            self._replays)
+        with self._metrics.streaming(stream) as record_lag:
+            async for message in stream.messages():
+                record_lag(message.head_seq - message.last_seq)
+                yield convert.stream_response(message)
 
     @_unary
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:

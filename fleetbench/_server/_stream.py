@@ -12,26 +12,149 @@ later one reaches the follower; a cursor (the last seq sent) drops what both sou
 hold. A follower that lags is replaced the same way: subscribe a new one, read the
 store after the cursor, continue. When the run ends, its channel closes the follower
 after the final status is stored; a last read of the store completes the stream.
+
+Results travel as wire bytes from an :class:`Encoder` (``_convert``'s): stored ones are
+read and converted in a worker thread straight from their JSON, live ones converted
+once per batch for every stream of the run. Stored ones go through the server's
+:class:`ReplayCache`, so streams catching up on the same run (fifty clients attaching
+at once) read and convert each stored result once between them, not once each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from fleetbench._server._channel import Follower, RunChannel, Snapshot
+from fleetbench._server._channel import Follower, LiveBatch, RunChannel, Snapshot
 from fleetbench._server._errors import BadRequestError
 from fleetbench._server._runs import RunManager
-from fleetbench._store import RunRecord
-from fleetbench.events import TestFinished
-from fleetbench.records import RunStatus, TestResult
+from fleetbench._store import RunRecord, RunStore
+from fleetbench.records import RunStatus
 
 DEFAULT_MAX_BATCH = 500
 MAX_BATCH = 5_000
 
-Row = tuple[int, TestResult]
+Row = tuple[int, bytes]
+"""A result's seq and the result encoded for the wire."""
+
+
+class Encoder(Protocol):
+    """Converts results for the wire (``_convert.ResultEncoder``); encoders with equal
+    ``cache_key`` give equal bytes (they may share cached conversions)."""
+
+    @property
+    def cache_key(self) -> Hashable: ...
+
+    def stored(self, rows: list[tuple[int, bytes]]) -> list[Row]:
+        """Stored ``(seq, result JSON)`` rows; called in a worker thread."""
+        ...
+
+    def live(self, batch: LiveBatch) -> list[Row]:
+        """A live batch's results (converted once, whoever asks)."""
+        ...
+
+
+_WindowKey = tuple[str, Hashable, int]
+
+
+def _seq(row: Row) -> int:
+    return row[0]
+
+
+class ReplayCache:
+    """Stored results by windows of seqs, converted once and shared by every stream that
+    replays them.
+
+    Window ``k`` holds the results with ``k * window < seq <= (k + 1) * window``. Only
+    complete windows are kept: read once the run's stored ``last_seq`` has passed the
+    window's end (the store writer stores results in seq order, and a resumed run
+    continues after ``last_seq``, so nothing can arrive in them any more). Streams that
+    ask for a window being read wait for that read instead of starting their own, and
+    the window after the one asked for is read ahead (in a worker thread, while the
+    stream sends). The least recently used windows go beyond ``max_bytes`` of encoded
+    results.
+    """
+
+    def __init__(self, store: RunStore, *, window: int = 1000,
+                 max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._store = store
+        self._window = window
+        self._max_bytes = max_bytes
+        self._windows: OrderedDict[_WindowKey, tuple[list[Row], int]] = OrderedDict()
+        self._loading: dict[_WindowKey, asyncio.Task[list[Row] | None]] = {}
+        self.bytes = 0
+        """Encoded bytes held."""
+
+    async def rows(self, run_id: str, encoder: Encoder, after_seq: int,
+                   limit: int) -> list[Row]:
+        """Up to ``limit`` stored results with ``seq > after_seq``, in seq order; fewer
+        when the stored ones ran out."""
+        out: list[Row] = []
+        cursor = after_seq
+        while len(out) < limit:
+            index = cursor // self._window  # the window that holds seq cursor + 1
+            window = await self._complete_window(run_id, encoder, index)
+            if window is None:  # the run's head: read what is there, uncached
+                out.extend(await asyncio.to_thread(self._read, run_id, encoder, cursor,
+                                                   limit - len(out)))
+                return out
+            start = bisect_right(window, cursor, key=_seq) if window else 0
+            out.extend(window[start:start + limit - len(out)])
+            cursor = (index + 1) * self._window
+        return out
+
+    async def _complete_window(self, run_id: str, encoder: Encoder,
+                               index: int) -> list[Row] | None:
+        key = (run_id, encoder.cache_key, index)
+        cached = self._windows.get(key)
+        if cached is not None:
+            self._windows.move_to_end(key)
+            rows: list[Row] | None = cached[0]
+        else:  # a stream that goes away leaves the read to the others
+            rows = await asyncio.shield(self._loader(key, encoder))
+        if rows is not None and (run_id, encoder.cache_key, index + 1) not in self._windows:
+            self._loader((run_id, encoder.cache_key, index + 1), encoder)  # read ahead
+        return rows
+
+    def _loader(self, key: _WindowKey, encoder: Encoder) -> asyncio.Task[list[Row] | None]:
+        """The read of a window: the one under way, or a new one."""
+        task = self._loading.get(key)
+        if task is None:
+            run_id, _, index = key
+            task = asyncio.create_task(asyncio.to_thread(self._load, run_id, encoder, index))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._loaded(key, done))
+        return task
+
+    def _load(self, run_id: str, encoder: Encoder, index: int) -> list[Row] | None:
+        start, end = index * self._window, (index + 1) * self._window
+        if self._store.last_seq(run_id) < end:
+            return None
+        rows = self._store.result_json_rows(run_id, after_seq=start, limit=self._window)
+        return encoder.stored([row for row in rows if row[0] <= end])
+
+    def _read(self, run_id: str, encoder: Encoder, after_seq: int, limit: int) -> list[Row]:
+        return encoder.stored(self._store.result_json_rows(run_id, after_seq=after_seq,
+                                                           limit=limit))
+
+    def _loaded(self, key: _WindowKey, task: asyncio.Task[list[Row] | None]) -> None:
+        del self._loading[key]
+        if task.cancelled() or task.exception() is not None:
+            return  # the waiting streams get the error
+        rows = task.result()
+        if rows is None:
+            return
+        size = sum(len(data) for _, data in rows)
+        self._windows[key] = (rows, size)
+        self.bytes += size
+        while self.bytes > self._max_bytes:
+            _, (_, dropped) = self._windows.popitem(last=False)
+            self.bytes -= dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +182,16 @@ class StreamMessage:
 class ResultStream:
     """The messages of one stream of ``record``'s run; see the module docstring."""
 
-    def __init__(self, manager: RunManager, request: StreamRequest, record: RunRecord) -> None:
+    def __init__(self, manager: RunManager, request: StreamRequest, record: RunRecord,
+                 encoder: Encoder, replays: ReplayCache) -> None:
         if min(request.after_seq, request.max_batch, request.snapshot_interval_ms) < 0:
             raise BadRequestError("after_seq, max_batch and snapshot_interval_ms must not "
                                   "be negative")
         self.record = record
         self._manager = manager
+        self._encoder = encoder
+        self._replays = replays
+        self._channel: RunChannel | None = None
         self._run_id = record.run_id
         self._replay_only = request.replay_only
         self._batch = min(request.max_batch or DEFAULT_MAX_BATCH, MAX_BATCH)
@@ -76,12 +203,20 @@ class ResultStream:
         self._snapshot_at = time.monotonic()
         self._snapshot_seq = -1
 
+    @property
+    def lag(self) -> int:
+        """Results (seqs) the run has recorded beyond the last one this stream sent."""
+        channel = self._channel
+        head = self._head if channel is None else max(self._head, channel.head_seq)
+        return max(0, head - self._cursor)
+
     async def messages(self) -> AsyncIterator[StreamMessage]:
         channel = None if self._replay_only else await self._manager.live_channel(self._run_id)
         if channel is None:  # not executing here, or replay only: stored results, then end
             async for message in self._replay(final=True):
                 yield message
             return
+        self._channel = channel
         follower = channel.follow()
         try:
             async for message in self._follow(channel, follower):
@@ -96,7 +231,7 @@ class ResultStream:
             yield message
         while True:
             await follower.wait(self._until_snapshot())
-            events = follower.take()
+            batches = follower.take()
             self._observe(channel)
             if follower.lagged:  # catch up from the store behind a fresh follower
                 channel.unfollow(follower)
@@ -104,14 +239,26 @@ class ResultStream:
                 async for message in self._replay(final=False):
                     yield message
                 continue
-            rows = [(e.seq, e.result) for e in events
-                    if isinstance(e, TestFinished) and e.seq > self._cursor]
+            rows = self._fresh(batches)
             if follower.closed:
                 async for message in self._end(rows):
                     yield message
                 return
             async for message in self._live(rows, channel):
                 yield message
+
+    def _fresh(self, batches: Sequence[LiveBatch]) -> list[Row]:
+        """The encoded results of ``batches`` after the cursor (a batch may overlap what
+        the replay from the store already sent)."""
+        rows: list[Row] = []
+        for batch in batches:
+            if not batch.rows:
+                continue
+            encoded = self._encoder.live(batch)
+            if encoded[0][0] <= self._cursor:
+                encoded = [row for row in encoded if row[0] > self._cursor]
+            rows.extend(encoded)
+        return rows
 
     def _observe(self, channel: RunChannel) -> None:
         if not channel.closed:
@@ -168,13 +315,14 @@ class ResultStream:
         yield self._message(rest[cut:], await self._manager.snapshot(record))
 
     async def _stored(self, after_seq: int) -> list[Row]:
-        return await asyncio.to_thread(self._manager.store.results, self._run_id,
-                                       after_seq=after_seq, limit=self._batch)
+        return await self._replays.rows(self._run_id, self._encoder, after_seq, self._batch)
 
     def _message(self, rows: Sequence[Row], snapshot: Snapshot | None) -> StreamMessage:
         if rows:
             self._cursor = rows[-1][0]
-        self._head = max(self._head, self._cursor)
+        channel = self._channel
+        self._head = max(self._head, self._cursor,
+                         0 if channel is None or channel.closed else channel.head_seq)
         self._sent_status = self._status
         return StreamMessage(rows, snapshot, self._status, self._cursor, self._head)
 
