@@ -8,13 +8,12 @@ one JSON document instead, for scripts.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -22,6 +21,7 @@ from rich.table import Table
 
 import fleetbench
 from fleetbench import _config
+from fleetbench._cli_common import parse_labels, print_json
 from fleetbench._logging import configure_logging
 from fleetbench._manifest import manifest_json_schema
 from fleetbench._plugins import PluginHost, load_plugins
@@ -69,7 +69,7 @@ def validate(manifest: Path, as_json: bool) -> None:
     prepared = _prepare(manifest, as_json=as_json)
     warnings = prepared.fleet.warnings
     if as_json:
-        _print_json({"valid": True, "problems": [], "warnings": _problems_json(warnings),
+        print_json({"valid": True, "problems": [], "warnings": _problems_json(warnings),
                      "planned_tests": len(prepared.plan), "run_id": prepared.plan.run_id})
         return
     _print_problems("warning", warnings)
@@ -86,7 +86,7 @@ def plan(manifest: Path, run_key: str, as_json: bool) -> None:
     prepared = _prepare(manifest, as_json=as_json, run_key=run_key)
     counts = prepared.plan.counts()
     if as_json:
-        _print_json({
+        print_json({
             "run_id": prepared.plan.run_id,
             "fleet_id": prepared.plan.fleet_id,
             "planned_tests": len(prepared.plan),
@@ -126,33 +126,24 @@ def run(manifest: Path, run_key: str, labels: tuple[str, ...], state_dir: Path |
     2 bad input; 3 plugin failure; 130 interrupted by Ctrl-C (run it again to resume).
     """
     prepared = _prepare(manifest, as_json=as_json, run_key=run_key)
-    options = RunOptions(labels=_labels(labels), state_dir=state_dir or _config.state_dir(),
+    options = RunOptions(labels=parse_labels(labels), state_dir=state_dir or _config.state_dir(),
                          show_progress=not (quiet or as_json))
     try:
         outcome = run_in_terminal(prepared, _host(), options)
     except InputError as exc:
         _fail_input(manifest, exc.problems, as_json=as_json)
     if as_json:
-        _print_json(outcome_json(outcome))
+        print_json(outcome_json(outcome))
     elif not quiet:
         print_outcome(outcome)
     sys.exit(exit_code(outcome, min_success_rate))
 
 
-def _labels(pairs: Sequence[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--label")
-        labels[key] = value
-    return labels
-
 
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the fleet manifest."""
-    _print_json(manifest_json_schema())
+    print_json(manifest_json_schema())
 
 
 @main.command()
@@ -161,7 +152,7 @@ def plugins(as_json: bool) -> None:
     """List installed plugins: name, kind, version and distribution."""
     infos = _host().infos()
     if as_json:
-        _print_json([{"name": i.name, "kind": i.kind, "version": i.version,
+        print_json([{"name": i.name, "kind": i.kind, "version": i.version,
                       "distribution": i.distribution, "plugin": i.plugin,
                       "description": i.description} for i in infos])
         return
@@ -264,7 +255,7 @@ def _prepare(manifest: Path, *, as_json: bool, run_key: str = "") -> Prepared:
 
 def _fail_input(manifest: Path, problems: Sequence[Problem], *, as_json: bool) -> NoReturn:
     if as_json:
-        _print_json({"valid": False, "problems": _problems_json(problems)})
+        print_json({"valid": False, "problems": _problems_json(problems)})
     else:
         click.echo(f"{manifest}: {len(problems)} problem(s)", err=True)
         _print_problems("error", problems)
@@ -280,8 +271,6 @@ def _problems_json(problems: Sequence[Problem]) -> list[dict[str, str]]:
     return [{"location": p.location, "message": p.message} for p in problems]
 
 
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 # Commands over the gRPC API (submit, watch, runs, cancel, artifacts): fleetbench._remote_cli.

@@ -16,12 +16,11 @@ start as fast as before.
 from __future__ import annotations
 
 import functools
-import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -34,6 +33,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+from fleetbench._cli_common import parse_labels, print_json
 
 if TYPE_CHECKING:
     from fleetbench_client import (
@@ -126,18 +127,7 @@ def _fail(error: FleetBenchError, server: str) -> NoReturn:
     sys.exit(EXIT_BAD_INPUT if bad_input else EXIT_SERVER)
 
 
-def _labels(pairs: Sequence[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--label")
-        labels[key] = value
-    return labels
 
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 def _status_name(value: int) -> str:
@@ -203,11 +193,11 @@ def submit(manifest: Path, server: str, token: str | None, tls_ca: Path | None, 
 
     with _client(server, token, tls_ca) as client:
         run, created = client.start_run(manifest, run_key=run_key or None,
-                                        labels=_labels(labels), manifest_path=manifest_path)
+                                        labels=parse_labels(labels), manifest_path=manifest_path)
         if as_json:
             if follow:
                 run = client.wait(run.run_id)
-            _print_json({"created": created, "run": to_dict(run)})
+            print_json({"created": created, "run": to_dict(run)})
             sys.exit(_exit_code(run.status) if follow else EXIT_OK)
         planned = run.progress.planned
         if created:
@@ -256,7 +246,7 @@ def runs(server: str, token: str | None, tls_ca: Path | None, fleet_id: str | No
             if limit and len(found) >= limit:
                 break
     if as_json:
-        _print_json([to_dict(run) for run in found])
+        print_json([to_dict(run) for run in found])
         return
     table = Table(title=f"Runs on {server}")
     for column in ("run id", "fleet", "status", "done", "success", "created", "labels"):
@@ -286,7 +276,7 @@ def cancel(run_id: str, server: str, token: str | None, tls_ca: Path | None, rea
     with _client(server, token, tls_ca) as client:
         run = client.cancel_run(run_id, reason)
     if as_json:
-        _print_json(to_dict(run))
+        print_json(to_dict(run))
         return
     click.echo(f"run {run.run_id}: {_status_name(run.status)}, "
                f"{run.progress.done}/{run.progress.planned} tests done")
@@ -309,7 +299,7 @@ def artifacts(run_id: str, server: str, token: str | None, tls_ca: Path | None, 
     by_name = {a.name: a for a in run.artifacts}
     rows = [(path, by_name[path.relative_to(dest).as_posix()]) for path in paths]
     if as_json:
-        _print_json([{"name": a.name, "path": str(p), "size_bytes": a.size_bytes,
+        print_json([{"name": a.name, "path": str(p), "size_bytes": a.size_bytes,
                       "sha256": a.sha256, "media_type": a.media_type} for p, a in rows])
         return
     for path, artifact in rows:
