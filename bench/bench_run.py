@@ -32,8 +32,9 @@ from fleetbench.plugin import ProviderConfig
 from fleetbench.records import ProviderRequest
 
 
-def write_fleet(root: Path, tests: int) -> Path:
-    """10 repositories × 1 scenario × 2 providers; cases sized to reach ``tests``."""
+def write_fleet(root: Path, tests: int, concurrency: int = 64) -> Path:
+    """10 repositories × 1 scenario × 2 zero-latency providers (``concurrency`` requests
+    in flight each), every exporter on; cases sized to reach ``tests``."""
     repos, providers = 10, 2
     per_dataset = max(1, tests // (repos * providers))
     for r in range(repos):
@@ -47,7 +48,7 @@ def write_fleet(root: Path, tests: int) -> Path:
         "fleet_id": "bench", "version": "1.0",
         "repositories": [{"repo_id": f"repo{r}", "path": f"repo{r}", "scenarios": ["s"]}
                          for r in range(repos)],
-        "providers": [{"id": f"simulated:m{p}", "concurrency": 64,
+        "providers": [{"id": f"simulated:m{p}", "concurrency": concurrency,
                        "params": {"zero_latency": True, "seed": p, "accuracy": 0.9},
                        "pricing": {"input_per_mtok": 1, "output_per_mtok": 2}}
                       for p in range(providers)],

@@ -33,8 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_run import write_fleet
 from fleetbench_client.v1 import fleetbench_pb2 as pb
-from stream_support import Server, percentile, stamp_ns, start_server, wait_until, write_fleet
+from stream_support import Server, percentile, stamp_ns, start_server, wait_until
 
 
 @dataclass

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import grpc
 import httpx
+from bench_run import write_fleet
 from fleetbench_client.v1 import fleetbench_pb2 as pb
 from fleetbench_client.v1 import fleetbench_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from stream_support import Server, percentile, stamp_ns, start_server, wait_until, write_fleet
+from stream_support import Server, percentile, stamp_ns, start_server, wait_until
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import sys
@@ -110,32 +109,3 @@ def percentile(values: list[float], q: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def write_fleet(root: Path, tests: int, concurrency: int = 64) -> Path:
-    """The fleet of ``bench_run.py`` (10 repositories × 2 zero-latency simulated models,
-    every exporter on; ``tests`` tests in all), with ``concurrency`` requests in flight
-    per model (``bench_run.py``: 64)."""
-    repos, providers = 10, 2
-    per_dataset = max(1, tests // (repos * providers))
-    for r in range(repos):
-        cases = [{"id": f"t{i}", "category": f"cat{i % 5}", "prompt": f"Question {i}?",
-                  "expected": "answer"} for i in range(per_dataset)]
-        folder = root / f"repo{r}" / "datasets"
-        folder.mkdir(parents=True)
-        (folder / "bench.json").write_text(json.dumps(
-            {"name": "bench", "version": "1", "test_cases": cases}))
-    manifest = {
-        "fleet_id": "bench", "version": "1.0",
-        "repositories": [{"repo_id": f"repo{r}", "path": f"repo{r}", "scenarios": ["s"]}
-                         for r in range(repos)],
-        "providers": [{"id": f"simulated:m{p}", "concurrency": concurrency,
-                       "params": {"zero_latency": True, "seed": p, "accuracy": 0.9},
-                       "pricing": {"input_per_mtok": 1, "output_per_mtok": 2}}
-                      for p in range(providers)],
-        "scenario_profiles": {"s": {"dataset": "bench", "concurrency": 1000}},
-        "output": {"base_dir": "out", "formats": ["json", "jsonl", "csv"]},
-    }
-    path = root / "fleet.json"
-    path.write_text(json.dumps(manifest))
-    return path
