@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,7 +93,8 @@ def exit_code(outcome: RunOutcome, min_success_rate: float | None) -> int:
 
 
 def print_outcome(outcome: RunOutcome) -> None:
-    console = Console()
+    # Off a terminal (CI logs, pipes) rich assumes 80 columns and squeezes the table.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(summary_table(outcome.summary))
     for warning in outcome.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
