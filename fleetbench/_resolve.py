@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetbench._datasets import load_dataset
+from fleetbench._datasets import CONFIG_MODEL_KEY, load_dataset
 from fleetbench._manifest import (
     FleetManifest,
     RepositoryConfig,
@@ -30,8 +30,6 @@ from fleetbench.records import Dataset, EvaluatorRef
 
 __all__ = ["ResolvedFleet", "ResolvedScenario", "check_and_resolve", "resolve_fleet"]
 
-CONFIG_MODEL_KEY = "config_model"
-"""Where the dataset loader keeps a test config's ``model`` (see docs/datasets.md)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import pydantic
 
@@ -41,12 +42,11 @@ def problems_from_pydantic(
     """One :class:`Problem` per pydantic error, with unknown keys given a suggestion."""
     problems: list[Problem] = []
     for error in exc.errors(include_url=False):
-        loc = [p for p in error["loc"] if not _is_union_tag(p)]
+        loc, parent = _walk(model, error["loc"])
         location = format_location(loc, prefix)
         if error["type"] == "extra_forbidden":
             key = str(loc[-1]) if loc else ""
-            choices = _field_names_at(model, loc[:-1])
-            problems.append(Problem(location, "unknown key" + suggest(key, choices)))
+            problems.append(Problem(location, "unknown key" + suggest(key, _names(parent))))
         elif error["type"] == "missing":
             problems.append(Problem(location, "required key is missing"))
         else:
@@ -60,45 +60,78 @@ def _message(error: Any) -> str:
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic inserts the union member's name ("str", "ProviderEntry", "function-after[..]")
-    # into locations of union fields; they mean nothing to a user.
-    return isinstance(part, str) and (
-        part in {"str", "int", "float", "bool", "list[str]", "dict[str,any]"}
-        or part[:1].isupper()
-        or "[" in part
-    )
+def _walk(model: type[pydantic.BaseModel], loc: Sequence[str | int]
+          ) -> tuple[list[str | int], Any]:
+    """Follow an error location through the schema.
 
-
-def _field_names_at(model: type[pydantic.BaseModel], path: Sequence[str | int]) -> list[str]:
-    """The field names (and aliases) of the model found by walking ``path`` from ``model``."""
+    Where the schema has a union, pydantic inserts the member's name (``str``,
+    ``EvaluatorEntry``, ``constrained-str`` …) into the location; those parts mean nothing
+    to a user and are dropped — exactly there, so a user's own key (a scenario called
+    ``Coding``) is never mistaken for one. Returns the user's path and the annotation
+    that holds the last part (the model whose keys a typo should be matched against).
+    """
+    path: list[str | int] = []
     current: Any = model
-    for part in path:
-        if isinstance(part, int):
-            continue
-        fields = getattr(current, "model_fields", None)
-        if not fields:
-            return []
-        field = fields.get(part)
-        if field is None:
-            continue  # a user-chosen key of a dict of models (scenario_profiles.<name>)
-        current = _inner_model(field.annotation)
-    return _names(current)
+    parent: Any = model
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        path.append(part)
+        parent, current = current, _step(current, part)
+        while (members := _union_members(current)) and parts:
+            current = _member(members, parts.pop(0))
+    return path, parent
 
 
-def _names(model: Any) -> list[str]:
-    fields = getattr(model, "model_fields", None) or {}
+def _unwrap(annotation: Any) -> Any:
+    """``X`` from ``Annotated[X, ...]`` and from ``X | None`` (which pydantic does not tag)."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, UnionType):
+            members = [m for m in get_args(annotation) if m is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    """The annotation of ``part`` inside ``annotation`` (a model, list or dict)."""
+    annotation = _unwrap(annotation)
+    fields = getattr(annotation, "model_fields", None)
+    if fields is not None:
+        for name, field in fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+        return Any
+    args = get_args(annotation)
+    if get_origin(annotation) in (list, tuple) and args:
+        return args[0]
+    if get_origin(annotation) is dict and len(args) == 2:
+        return args[1]
+    return Any
+
+
+def _union_members(annotation: Any) -> list[Any]:
+    """The members of a union pydantic tags (two or more besides ``None``), else []."""
+    annotation = _unwrap(annotation)
+    if get_origin(annotation) not in (Union, UnionType):
+        return []
+    members = [m for m in get_args(annotation) if m is not type(None)]
+    return members if len(members) > 1 else []
+
+
+def _member(members: Sequence[Any], tag: str | int) -> Any:
+    for member in members:
+        if getattr(_unwrap(member), "__name__", None) == tag:
+            return member
+    return Any  # a scalar member (str, list[str] …): nothing below it to follow
+
+
+def _names(annotation: Any) -> list[str]:
+    fields = getattr(_unwrap(annotation), "model_fields", None) or {}
     names = set(fields)
     names.update(f.alias for f in fields.values() if f.alias)
     return sorted(names)
-
-
-def _inner_model(annotation: Any) -> Any:
-    """The pydantic model inside ``X``, ``list[X]``, ``dict[str, X]``, ``X | None``."""
-    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-        return annotation
-    for arg in reversed(getattr(annotation, "__args__", ()) or ()):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None

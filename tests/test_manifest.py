@@ -352,3 +352,17 @@ def test_cli_schema_is_json_schema() -> None:
     result = _cli("schema")
     assert result.returncode == 0
     assert json.loads(result.stdout)["title"] == "fleetbench fleet manifest"
+
+
+def test_user_keys_that_look_like_type_names_stay_in_the_location() -> None:
+    # pydantic tags union members in error locations ("str", "EvaluatorEntry"); a
+    # scenario called "Coding" must not be mistaken for such a tag and dropped.
+    text = TEST_BENCH_MANIFEST.replace("coding:", "Coding:").replace(
+        "concurrency: 5, num_examples: 100}", "concurrency: 0, num_examples: 100,"
+        " settings: {stop: 5}}", 1)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text)
+    locations = {p.location for p in caught.value.problems}
+    assert "scenario_profiles.Coding.concurrency" in locations
+    assert "scenario_profiles.Coding.settings.stop" in locations
+    assert not any("constrained" in loc or loc.endswith(".str") for loc in locations)
