@@ -37,6 +37,7 @@ from fleetbench._export import ExportSession, build_exporters, exporter_names
 from fleetbench._exportworker import ExportWorker, ExportWorkerError
 from fleetbench._lanes import Lanes, build_lanes
 from fleetbench._looplag import LoopLagMonitor
+from fleetbench._manifest import RepositoryConfig
 from fleetbench._planner import Plan
 from fleetbench._plugins import PluginHost
 from fleetbench._prepare import Prepared
@@ -428,6 +429,7 @@ class _Execution:
         return exporter_names(output.formats, output.generate_reports, self.host.exporters)
 
 
-def _repo_metadata(repo: Any) -> dict[str, str]:
+def _repo_metadata(repo: RepositoryConfig) -> dict[str, str]:
+    """A repository's manifest metadata, plus where it was cloned from (if it was)."""
     origin = {"git_url": repo.git_url, "ref": repo.ref}
     return {**repo.metadata, **{k: v for k, v in origin.items() if v}}
