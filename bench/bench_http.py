@@ -50,13 +50,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetbench._fakevendor import (
+from fleetbench._http import create_http_client, transport_name
+from fleetbench.testing import (
     REQUEST_ID_HEADER,
-    FakeOpenAIConfig,
-    FakeOpenAIServerProcess,
+    FakeVendorConfig,
+    FakeVendorProcess,
     TraceEntry,
 )
-from fleetbench._http import create_http_client, transport_name
 
 # (request id, sent at, first token seen at or None, done at): client perf_counter() seconds
 Sample = tuple[str, float, float | None, float]
@@ -207,7 +207,7 @@ async def drive(
 
 
 async def measure(
-    server: FakeOpenAIServerProcess,
+    server: FakeVendorProcess,
     workload: str,
     name: str,
     do: DoRequest,
@@ -242,10 +242,10 @@ async def measure(
 
 
 async def run_workload(
-    workload: str, config: FakeOpenAIConfig, stream: bool, args: argparse.Namespace
+    workload: str, config: FakeVendorConfig, stream: bool, args: argparse.Namespace
 ) -> list[Phase]:
     phases: list[Phase] = []
-    with FakeOpenAIServerProcess(config) as server:
+    with FakeVendorProcess(config) as server:
         url = server.base_url + "/chat/completions"
         for round_index in range(args.rounds):
             order = ["raw", "fleet"] if round_index % 2 == 0 else ["fleet", "raw"]
@@ -328,8 +328,8 @@ def report(phases: list[Phase]) -> None:
 
 
 async def amain(args: argparse.Namespace) -> list[Phase]:
-    plain = FakeOpenAIConfig(latency_ms=args.latency_ms, output_tokens=16)
-    streaming = FakeOpenAIConfig(
+    plain = FakeVendorConfig(latency_ms=args.latency_ms, output_tokens=16)
+    streaming = FakeVendorConfig(
         ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, output_tokens=args.tokens, tokens_per_chunk=1
     )
     phases = await run_workload("json", plain, False, args)

@@ -1,7 +1,7 @@
 """Benchmark: the full fleetbench path (executor + openai plugin + shared client) against a
 raw aiohttp loop, both hitting the fake OpenAI vendor in a separate process.
 
-The fake (``FakeOpenAIServerProcess``) runs with 50 ms latency (streaming: 50 ms TTFT, then
+The fake (``FakeVendorProcess``) runs with 50 ms latency (streaming: 50 ms TTFT, then
 a few tokens 5 ms apart); this process is the client only, so ``time.process_time()`` is the
 client's CPU. ``fleet`` runs a real fleet through ``fleetbench._runner.execute_run`` (plan,
 executor, the openai plugin, store, aggregator, jsonl export) at concurrency 64; ``raw``
@@ -24,11 +24,11 @@ from typing import Any
 
 import aiohttp
 
-from fleetbench._fakevendor import FakeOpenAIConfig, FakeOpenAIServerProcess, TraceEntry
 from fleetbench._plugins import load_plugins
 from fleetbench._prepare import prepare_file
 from fleetbench._runner import execute_run
 from fleetbench._store import RunStore
+from fleetbench.testing import FakeVendorConfig, FakeVendorProcess, TraceEntry
 
 KEY_ENV = "BENCH_OPENAI_KEY"
 CASES = 50
@@ -142,9 +142,9 @@ async def amain(args: argparse.Namespace) -> None:
              " | TTFT err p50/p99 ms |", "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for stream in (False, True):
-            config = FakeOpenAIConfig(latency_ms=50, ttft_ms=50 if stream else 0,
+            config = FakeVendorConfig(latency_ms=50, ttft_ms=50 if stream else 0,
                                       itl_ms=5 if stream else 0, output_tokens=8)
-            with FakeOpenAIServerProcess(config) as server:
+            with FakeVendorProcess(config) as server:
                 for name in ("raw", "fleet"):
                     server.reset()
                     if name == "raw":

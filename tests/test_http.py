@@ -18,17 +18,17 @@ import httpx
 import pytest
 from aiohttp import web
 
-from fleetbench._fakevendor import (
-    REQUEST_ID_HEADER,
-    FakeOpenAIConfig,
-    FakeOpenAIServer,
-    FakeOpenAIServerProcess,
-)
 from fleetbench._http import (
     FleetAiohttpTransport,
     create_http_client,
     httpx_error_type,
     transport_name,
+)
+from fleetbench.testing import (
+    REQUEST_ID_HEADER,
+    FakeVendorConfig,
+    FakeVendorProcess,
+    FakeVendorServer,
 )
 
 MESSAGES = [{"role": "user", "content": "Hello, fake vendor! How are you today?"}]
@@ -65,7 +65,7 @@ async def _read_request(reader: asyncio.StreamReader) -> None:
 
 
 async def test_non_streaming_chat_completion(client: httpx.AsyncClient) -> None:
-    async with FakeOpenAIServer(latency_ms=5, output_tokens=5) as server:
+    async with FakeVendorServer(latency_ms=5, output_tokens=5) as server:
         response = await client.post(
             f"{server.base_url}/chat/completions",
             json={**CHAT, "max_tokens": 3},
@@ -78,7 +78,7 @@ async def test_non_streaming_chat_completion(client: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello from the"}
-    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["choices"][0]["finish_reason"] == "length"  # capped by max_tokens
     assert body["usage"] == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
     assert server.requests == 1
     [entry] = server.trace
@@ -93,8 +93,8 @@ async def test_non_streaming_chat_completion(client: httpx.AsyncClient) -> None:
 async def test_streaming_lines_arrive_as_the_server_writes_them(
     client: httpx.AsyncClient,
 ) -> None:
-    config = FakeOpenAIConfig(ttft_ms=20, itl_ms=40, output_tokens=4, tokens_per_chunk=1)
-    async with FakeOpenAIServer(config=config) as server:
+    config = FakeVendorConfig(ttft_ms=20, itl_ms=40, output_tokens=4, tokens_per_chunk=1)
+    async with FakeVendorServer(config=config) as server:
         payload = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
         seen: list[tuple[float, str]] = []
         async with client.stream(
@@ -131,7 +131,7 @@ async def test_streaming_lines_arrive_as_the_server_writes_them(
 async def test_aiter_bytes_yields_the_first_chunk_before_the_last_is_written(
     client: httpx.AsyncClient,
 ) -> None:
-    async with FakeOpenAIServer(ttft_ms=10, itl_ms=30, output_tokens=3) as server:
+    async with FakeVendorServer(ttft_ms=10, itl_ms=30, output_tokens=3) as server:
         async with client.stream(
             "POST", f"{server.base_url}/chat/completions", json={**CHAT, "stream": True}
         ) as response:
@@ -147,7 +147,7 @@ async def test_aiter_bytes_yields_the_first_chunk_before_the_last_is_written(
 
 
 async def test_200_concurrent_requests_all_succeed(client: httpx.AsyncClient) -> None:
-    async with FakeOpenAIServer(latency_ms=20) as server:
+    async with FakeVendorServer(latency_ms=20) as server:
         url = f"{server.base_url}/chat/completions"
 
         async def one(i: int) -> int:
@@ -170,14 +170,14 @@ async def test_streaming_request_body_is_sent(client: httpx.AsyncClient) -> None
         for start in range(0, len(text), 7):
             yield text[start : start + 7]
 
-    async with FakeOpenAIServer() as server:
+    async with FakeVendorServer() as server:
         response = await client.post(f"{server.base_url}/chat/completions", content=body())
     assert response.status_code == 200
     assert response.json()["usage"]["prompt_tokens"] == 9
 
 
 async def test_error_status_is_a_response_not_an_exception(client: httpx.AsyncClient) -> None:
-    async with FakeOpenAIServer() as server:
+    async with FakeVendorServer() as server:
         bad = await client.post(f"{server.base_url}/chat/completions", content=b"{not json")
         missing = await client.get(f"{server.base_url}/nope")
     assert bad.status_code == 400
@@ -192,7 +192,7 @@ async def test_error_status_is_a_response_not_an_exception(client: httpx.AsyncCl
 
 async def test_read_timeout_maps_to_httpx_read_timeout() -> None:
     async with (
-        FakeOpenAIServer(latency_ms=2000) as server,
+        FakeVendorServer(latency_ms=2000) as server,
         create_http_client(timeout_s=0.2) as client,
     ):
         started = time.perf_counter()
@@ -208,7 +208,7 @@ async def test_read_timeout_while_streaming_maps_to_httpx_read_timeout(
     client: httpx.AsyncClient,
 ) -> None:
     async with (
-        FakeOpenAIServer(ttft_ms=10, itl_ms=2000, output_tokens=2) as server,
+        FakeVendorServer(ttft_ms=10, itl_ms=2000, output_tokens=2) as server,
         client.stream(
             "POST",
             f"{server.base_url}/chat/completions",
@@ -225,7 +225,7 @@ async def test_read_timeout_while_streaming_maps_to_httpx_read_timeout(
 
 async def test_pool_wait_is_bounded_and_maps_to_a_timeout() -> None:
     async with (
-        FakeOpenAIServer(latency_ms=1500) as server,
+        FakeVendorServer(latency_ms=1500) as server,
         create_http_client(max_connections=1) as client,
     ):
         url = f"{server.base_url}/chat/completions"
@@ -312,7 +312,7 @@ async def test_environment_proxies_are_ignored(
         monkeypatch.setenv(name, dead)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    async with FakeOpenAIServer() as server, create_http_client() as fresh:
+    async with FakeVendorServer() as server, create_http_client() as fresh:
         response = await fresh.post(f"{server.base_url}/chat/completions", json=CHAT)
     assert response.status_code == 200
 
@@ -360,7 +360,7 @@ async def test_client_settings_and_transport_name() -> None:
 
 async def test_connections_are_capped_and_reused() -> None:
     async with (
-        FakeOpenAIServer(latency_ms=20) as server,
+        FakeVendorServer(latency_ms=20) as server,
         create_http_client(max_connections=4) as capped,
     ):
         url = f"{server.base_url}/chat/completions"
@@ -383,23 +383,24 @@ async def test_connections_are_capped_and_reused() -> None:
 
 
 async def test_fake_vendor_trace_reset_and_knobs(client: httpx.AsyncClient) -> None:
-    async with FakeOpenAIServer(output_tokens=2) as server:
+    async with FakeVendorServer(output_tokens=2) as server:
         url = f"{server.base_url}/chat/completions"
         await client.post(url, json=CHAT)
-        server.configure(output_tokens=5, model="other")
+        server.configure(answer="Paris is the capital.")
         body = (await client.post(url, json=CHAT)).json()
-        assert body["model"] == "other"
-        assert body["usage"]["completion_tokens"] == 5
-        snapshot = await client.get(server.base_url.removesuffix("/v1") + "/_fakevendor/trace")
+        assert body["model"] == "fake-gpt"  # echoes the request's model, like a vendor
+        assert body["choices"][0]["message"]["content"] == "Paris is the capital."
+        assert body["usage"]["completion_tokens"] == 4  # one token per word
+        snapshot = await client.get(server.url + "/_fakevendor/trace")
         data = snapshot.json()
         assert data["requests"] == 2
         assert len(data["trace"]) == 2
         assert "CLOCK_MONOTONIC" in data["clock"] or "perf_counter" in data["clock"]
-        await client.post(server.base_url.removesuffix("/v1") + "/_fakevendor/reset")
+        await client.post(server.url + "/_fakevendor/reset")
         assert server.requests == 0
         assert server.trace == []
     with pytest.raises(ValueError, match="tokens_per_chunk"):
-        FakeOpenAIConfig(tokens_per_chunk=0)
+        FakeVendorConfig(tokens_per_chunk=0)
 
 
 def test_fake_vendor_in_a_subprocess_shares_the_clock() -> None:
@@ -412,7 +413,7 @@ def test_fake_vendor_in_a_subprocess_shares_the_clock() -> None:
             response.raise_for_status()
             return sent, time.perf_counter()
 
-    with FakeOpenAIServerProcess(FakeOpenAIConfig(latency_ms=30)) as server:
+    with FakeVendorProcess(FakeVendorConfig(latency_ms=30)) as server:
         sent, done = asyncio.run(call(server.base_url))
         snapshot = server.fetch()
     [entry] = snapshot["trace"]

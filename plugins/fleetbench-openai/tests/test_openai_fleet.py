@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 from openai_support import KEY, Fleet, assert_no_key_under
 
-from fleetbench._fakevendor import FakeOpenAIConfig, FakeOpenAIServer, Fault
 from fleetbench._plugins import PluginHost
 from fleetbench.records import RunStatus
+from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault
 
 
-def _server(*faults: Fault, **knobs: Any) -> FakeOpenAIServer:
-    return FakeOpenAIServer(config=FakeOpenAIConfig(faults=faults, api_key=KEY, **knobs))
+def _server(*faults: Fault, **knobs: Any) -> FakeVendorServer:
+    return FakeVendorServer(config=FakeVendorConfig(faults=faults, api_key=KEY, **knobs))
 
 
-def _entry(server: FakeOpenAIServer, **extra: Any) -> dict[str, Any]:
+def _entry(server: FakeVendorServer, **extra: Any) -> dict[str, Any]:
     return {"id": "openai:fake-gpt", "base_url": server.base_url, **extra}
 
 

@@ -11,7 +11,6 @@ import pytest
 from fleetbench_openai import AzureOpenAIProvider, OpenAIProvider
 from openai_support import KEY, config
 
-from fleetbench._fakevendor import FakeOpenAIConfig, FakeOpenAIServer, Fault
 from fleetbench.errors import (
     AuthenticationError,
     BadRequestError,
@@ -22,6 +21,7 @@ from fleetbench.errors import (
     TransientProviderError,
 )
 from fleetbench.records import GenerationSettings, ProviderRequest, StreamChunk
+from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault
 
 SETTINGS = GenerationSettings(temperature=0.0, max_tokens=8, system="Be terse.",
                               params={"seed": 3})
@@ -33,8 +33,8 @@ def request(stream: bool = False, settings: GenerationSettings = SETTINGS) -> Pr
                            expected="SECRET-EXPECTED")
 
 
-def fake(*faults: Fault, **knobs: Any) -> FakeOpenAIServer:
-    return FakeOpenAIServer(config=FakeOpenAIConfig(faults=faults, api_key=KEY, **knobs),
+def fake(*faults: Fault, **knobs: Any) -> FakeVendorServer:
+    return FakeVendorServer(config=FakeVendorConfig(faults=faults, api_key=KEY, **knobs),
                             capture=True)
 
 

@@ -9,11 +9,9 @@ import pytest
 from fleetbench_openai._errors import (
     error_from_payload,
     error_from_response,
-    parse_duration,
     retry_after_s,
 )
 from fleetbench_openai._options import Options
-from fleetbench_openai._sse import SSEDecoder
 from fleetbench_openai._wire import build_body, normalise_finish, parse_completion
 from openai_support import KEY, config
 
@@ -26,6 +24,7 @@ from fleetbench.errors import (
     TransientProviderError,
 )
 from fleetbench.plugin import ProviderConfig
+from fleetbench.providerkit import SSEDecoder, parse_duration
 from fleetbench.records import GenerationSettings
 
 

@@ -11,9 +11,7 @@ API key before it leaves this module.
 
 from __future__ import annotations
 
-import email.utils
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +25,7 @@ from fleetbench.errors import (
     RateLimitedError,
     TransientProviderError,
 )
+from fleetbench.providerkit import parse_duration, parse_retry_after, redact
 
 __all__ = [
     "error_from_payload",
@@ -52,34 +51,6 @@ _AUTH_TYPES = frozenset(
 _BAD_TYPES = frozenset({"invalid_request_error", "BadRequestError", "not_found_error"})
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
-    if secret and secret in text:
-        return text.replace(secret, "***")
-    return text
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in an OpenAI reset duration (``12ms``, ``1.5s``, ``6m0s``, ``1h2m3s``, or a
-    bare number of seconds); ``None`` when it is not one."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        return value if value >= 0 else None
-    total, position = 0.0, 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            return None
-        position = match.end()
-        number = float(match.group(1))
-        total += number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
-    return total if position and position == len(text) else None
 
 
 def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -99,7 +70,7 @@ def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> fl
             return ms / 1000
     value = headers.get("retry-after")
     if value:
-        seconds = _retry_after_header(value, time.time() if now is None else now)
+        seconds = parse_retry_after(value, now=now)
         if seconds is not None:
             return seconds
     binding: list[float] = []
@@ -113,20 +84,6 @@ def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> fl
         (binding if remaining is not None and remaining.strip() == "0" else other).append(seconds)
     chosen = binding or other
     return max(chosen) if chosen else None
-
-
-def _retry_after_header(value: str, now: float) -> float | None:
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:  # an HTTP date is GMT by definition
-            return None
-        return max(0.0, when.timestamp() - now)
-    return seconds if seconds >= 0 else None
 
 
 def describe(payload: Any) -> tuple[str, str | None, str | None, int | None]:

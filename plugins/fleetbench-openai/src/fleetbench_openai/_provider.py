@@ -18,11 +18,11 @@ import orjson
 
 from fleetbench.errors import MalformedResponseError, ProviderError, TransientProviderError
 from fleetbench.plugin import Provider, ProviderConfig
+from fleetbench.providerkit import SSEDecoder
 from fleetbench.records import ProviderRequest, ProviderResponse, StreamChunk
 
 from ._errors import error_from_payload, error_from_response
 from ._options import OPENAI_DEFAULT_BASE_URL, Options
-from ._sse import SSEDecoder
 from ._wire import build_body, normalise_finish, parse_completion, usage_from
 
 __all__ = ["AzureOpenAIProvider", "OpenAIProvider"]

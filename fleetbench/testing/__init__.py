@@ -1,0 +1,40 @@
+"""Test support for fleetbench and its plugin authors.
+
+Fake vendor servers: real HTTP servers on 127.0.0.1 that speak the OpenAI (and Azure
+OpenAI), Anthropic, Cohere v2 and Gemini wire formats, with knobs for latency, TTFT, ITL,
+output tokens and tokens per chunk, injected faults on a scripted or seeded schedule, request
+counting and a trace of each request's server-side timings (received, first token, last
+byte) so that measured numbers can be checked against the truth::
+
+    from fleetbench.testing import FakeVendorServer, Fault
+
+    async with FakeVendorServer("anthropic", ttft_ms=50, itl_ms=10,
+                                faults=(Fault.rate_limited({"retry-after": "1"}),)) as fake:
+        ...  # point the provider at fake.base_url; fake.requests, fake.trace afterwards
+
+``fleetbench mock-server --vendor anthropic`` starts one from the command line.
+"""
+
+from fleetbench.testing._fake import (
+    REQUEST_ID_HEADER,
+    CapturedRequest,
+    FakeVendorConfig,
+    FakeVendorProcess,
+    FakeVendorServer,
+    Fault,
+    TraceEntry,
+    clock_description,
+)
+from fleetbench.testing._vendors import VENDORS
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "VENDORS",
+    "CapturedRequest",
+    "FakeVendorConfig",
+    "FakeVendorProcess",
+    "FakeVendorServer",
+    "Fault",
+    "TraceEntry",
+    "clock_description",
+]
