@@ -277,3 +277,7 @@ def _problems_json(problems: Sequence[Problem]) -> list[dict[str, str]]:
 from fleetbench._remote_cli import register as _register_remote_commands  # noqa: E402
 
 _register_remote_commands(main)
+
+from fleetbench._mock_cli import mock_server  # noqa: E402
+
+main.add_command(mock_server)

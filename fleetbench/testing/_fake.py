@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any, Self
@@ -779,8 +779,10 @@ class FakeVendorProcess:
         self.stop()
 
 
-async def serve(server: FakeVendorServer, announce: bool = True) -> None:
-    """Serve until SIGTERM/SIGINT; print the ready line (``url base_url``) once listening."""
+async def serve(server: FakeVendorServer, announce: bool = True,
+                on_ready: Callable[[FakeVendorServer], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; once listening, print the ready line (``url base_url``)
+    for :class:`FakeVendorProcess` and call ``on_ready``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -788,6 +790,8 @@ async def serve(server: FakeVendorServer, announce: bool = True) -> None:
     async with server:
         if announce:
             print(f"{READY_PREFIX}{server.url} {server.base_url}", flush=True)
+        if on_ready is not None:
+            on_ready(server)
         await stop.wait()
 
 
