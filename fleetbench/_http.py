@@ -53,7 +53,9 @@ about an unclosed session.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from importlib import metadata
 from typing import Any
 
@@ -67,8 +69,10 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "KEEPALIVE_EXPIRY_S",
     "FleetAiohttpTransport",
+    "WireTimes",
     "create_http_client",
     "httpx_error_type",
+    "track_wire_times",
     "transport_name",
 ]
 
@@ -136,6 +140,46 @@ def _mapped(exc: Exception, request: httpx.Request) -> httpx.TransportError | No
     return target(str(exc) or type(exc).__name__, request=request)
 
 
+class WireTimes:
+    """When the current attempt's request left and its response ended, seen by the transport.
+
+    The executor stamps "sent" itself, but between its stamp and the socket there is the
+    plugin, httpx, aiohttp and (on Python 3.11) one more event-loop pass before aiohttp writes
+    the body from a new task; under load that is milliseconds of the client's own delay that
+    would be counted as the vendor's latency. The transport records the moment the request
+    bytes are handed to the socket (``sent``) and the moment the response body ended
+    (``body_end``, before the plugin parses it), in the object :func:`track_wire_times` put in
+    the calling task's context, so latency is measured wire to wire and the client's delay
+    goes to ``queue_ms``.
+    """
+
+    __slots__ = ("body_end", "sent")
+
+    def __init__(self) -> None:
+        self.sent: float | None = None
+        self.body_end: float | None = None
+
+
+_WIRE_TIMES: ContextVar[WireTimes | None] = ContextVar("fleetbench_wire_times", default=None)
+
+
+def track_wire_times() -> WireTimes:
+    """Start recording wire times for requests made from the current task from now on."""
+    times = WireTimes()
+    _WIRE_TIMES.set(times)
+    return times
+
+
+class _StampedRequest(aiohttp.ClientRequest):
+    """Notes when aiohttp starts writing the request (headers and body go out together)."""
+
+    async def write_bytes(self, *args: Any, **kwargs: Any) -> None:
+        times = _WIRE_TIMES.get()  # the writer task inherits the requesting task's context
+        if times is not None:
+            times.sent = time.perf_counter()
+        await super().write_bytes(*args, **kwargs)
+
+
 class _AiohttpBody(httpx.AsyncByteStream):
     """The response body: yields what aiohttp has buffered as soon as anything arrives."""
 
@@ -148,6 +192,9 @@ class _AiohttpBody(httpx.AsyncByteStream):
         try:
             while chunk := await content.readany():
                 yield chunk
+            times = _WIRE_TIMES.get()
+            if times is not None:
+                times.body_end = time.perf_counter()
         except Exception as exc:
             mapped = _mapped(exc, self._request)
             if mapped is None:
@@ -215,6 +262,7 @@ class FleetAiohttpTransport(AiohttpTransport):
         return aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
+            request_class=_StampedRequest,
             auto_decompress=False,
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
