@@ -16,7 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from fleetbench.testing import VENDORS, FakeVendorConfig, FakeVendorProcess, FakeVendorServer, Fault
+from fleetbench.testing import (
+    VENDORS,
+    FakeVendorConfig,
+    FakeVendorProcess,
+    FakeVendorServer,
+    Fault,
+    assert_secret_absent,
+    run_fleet,
+)
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 
@@ -144,3 +152,20 @@ def test_mock_server_command_serves_faults_on_its_seeded_schedule(tmp_path: Any)
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0
+
+
+async def test_run_fleet_drives_a_provider_through_the_engine(tmp_path: Any) -> None:
+    key = "sk-run-fleet-SECRET"
+    faults = (Fault.rate_limited({"retry-after-ms": "10"}),)
+    async with FakeVendorServer(answer="Hello there", faults=faults, api_key=key) as fake:
+        run = await run_fleet(
+            tmp_path, [{"id": "openai:fake", "base_url": fake.base_url, "api_key_env": "K"}],
+            prompts=("Say hello", "Greet me"), env={"K": key})
+    assert run.status == "completed"
+    assert [row["status"] for row in run.rows] == ["passed", "passed"]
+    assert sum(row["retries"] for row in run.rows) == 1  # the 429, retried
+    assert fake.requests == 3
+    assert run.summary.fleet.total == 2
+    assert_secret_absent(tmp_path, key)
+    with pytest.raises(AssertionError, match="contains the secret"):
+        assert_secret_absent(tmp_path, "Hello there")  # the answers are stored

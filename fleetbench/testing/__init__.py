@@ -12,7 +12,9 @@ byte) so that measured numbers can be checked against the truth::
                                 faults=(Fault.rate_limited({"retry-after": "1"}),)) as fake:
         ...  # point the provider at fake.base_url; fake.requests, fake.trace afterwards
 
-``fleetbench mock-server --vendor anthropic`` starts one from the command line.
+``fleetbench mock-server --vendor anthropic`` starts one from the command line, and
+:func:`run_fleet` runs a provider through the whole engine in a few lines. Guide:
+docs/testing.md.
 """
 
 from fleetbench.testing._fake import (
@@ -25,6 +27,7 @@ from fleetbench.testing._fake import (
     TraceEntry,
     clock_description,
 )
+from fleetbench.testing._fleet import FleetRun, assert_secret_absent, run_fleet
 from fleetbench.testing._vendors import VENDORS
 
 __all__ = [
@@ -35,6 +38,9 @@ __all__ = [
     "FakeVendorProcess",
     "FakeVendorServer",
     "Fault",
+    "FleetRun",
     "TraceEntry",
+    "assert_secret_absent",
     "clock_description",
+    "run_fleet",
 ]

@@ -539,9 +539,10 @@ class FakeVendorService:
             return web.Response()  # never sent: the transport is gone
         entry.status = fault.status
         entry.last_byte = time.perf_counter()
-        body = self.wire.error_body(fault.status, fault.message, fault.error_type, fault.code)
+        body, headers = self.wire.refusal(fault.status, fault.message, fault.error_type,
+                                          fault.code, dict(fault.headers))  # fmt: skip
         return web.Response(status=fault.status, body=body, content_type="application/json",
-                            headers={**self.wire.headers(), **dict(fault.headers)})  # fmt: skip
+                            headers={**self.wire.headers(), **headers})  # fmt: skip
 
     async def _faulty_body(
         self, request: web.BaseRequest, entry: TraceEntry, fault: Fault

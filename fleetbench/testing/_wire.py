@@ -112,6 +112,12 @@ class WireFormat(abc.ABC):
         """The vendor's error envelope; ``error_type`` ``None`` means the vendor's usual
         type for ``status``."""
 
+    def refusal(self, status: int, message: str, error_type: str | None, code: str | None,
+                headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+        """The body and extra headers of an injected HTTP error (``headers``: the fault's).
+        Vendors whose retry hints live in the body (Gemini's ``RetryInfo``) move them there."""
+        return self.error_body(status, message, error_type, code), dict(headers)
+
     def unauthorized(self) -> WireError:
         """The rejection of a request without the right key."""
         return WireError(401, "invalid api key")
