@@ -1,7 +1,8 @@
 """Benchmark: fleetbench's shared HTTP client against a raw aiohttp loop (issue 3, item 7c).
 
-Runs the fake OpenAI vendor (``fleetbench._fakevendor``) in a **separate process**, so that
-``time.process_time()`` of this process is the client's CPU alone, then measures at a fixed
+Runs the fake OpenAI vendor (``fleetbench.testing.FakeVendorProcess``) in a **separate
+process**, so that ``time.process_time()`` of this process is the client's CPU alone, then
+measures at a fixed
 concurrency, for a fixed number of requests each, in the same run:
 
   (i)   raw     - a minimal aiohttp loop (``aiohttp.ClientSession``), the reference;

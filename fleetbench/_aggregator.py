@@ -2,7 +2,8 @@
 
 The aggregator is a lossless bus subscriber that may see millions of results, so it
 keeps no ``TestResult`` objects. Each result becomes one row of growable numpy columns
-(status code, five timings with NaN for ``None``, token and retry counts, cost) plus
+(status code, five timings with NaN for ``None``, token and retry counts, cost and
+evaluation cost) plus
 one small int: its *cell*, the interned ``(repo, scenario, provider, model, category)``
 tuple. Every breakdown of DESIGN §5 (fleet, provider, repository, category, scenario,
 repository × provider) is a function of the cell, so a row's group in any dimension is
@@ -78,6 +79,7 @@ class _Rows:
     ints: npt.NDArray[np.int32]  # (4, rows): retries, input, output, cached tokens
     has_usage: npt.NDArray[np.bool_]
     cost: _Floats  # NaN where None
+    evaluation_cost: _Floats  # what the evaluators spent (LLM judges); 0 when nothing
 
     def __len__(self) -> int:
         return len(self.status)
@@ -89,13 +91,15 @@ class _Rows:
             metrics=np.zeros((len(_METRICS), capacity)),
             ints=np.zeros((4, capacity), np.int32),
             has_usage=np.zeros(capacity, np.bool_), cost=np.zeros(capacity),
+            evaluation_cost=np.zeros(capacity),
         )
 
     def slice(self, start: int, stop: int) -> _Rows:
         """Rows ``start:stop`` as views."""
         return _Rows(self.cell[start:stop], self.status[start:stop],
                      self.metrics[:, start:stop], self.ints[:, start:stop],
-                     self.has_usage[start:stop], self.cost[start:stop])
+                     self.has_usage[start:stop], self.cost[start:stop],
+                     self.evaluation_cost[start:stop])
 
     def put(self, at: int, rows: _Rows) -> None:
         """Copy ``rows`` into this buffer from row ``at`` on."""
@@ -106,6 +110,7 @@ class _Rows:
         self.ints[:, at:stop] = rows.ints
         self.has_usage[at:stop] = rows.has_usage
         self.cost[at:stop] = rows.cost
+        self.evaluation_cost[at:stop] = rows.evaluation_cost
 
 
 class _Columns:
@@ -155,10 +160,11 @@ def _extract(batch: Sequence[TestResult], groups: _Groups) -> _Rows:
                          np.int8, n)
     cost = np.fromiter([_NAN if (v := r.cost_usd) is None else v for r in batch],
                        np.float64, n)
+    evaluation_cost = np.fromiter([r.evaluation_cost_usd for r in batch], np.float64, n)
     # Cells last: a batch that fails to convert registers no group without rows.
     cell = groups.intern(list(map(_CELL_KEY, [r.item for r in batch])))
     return _Rows(cell=cell, status=status, metrics=metrics, ints=ints,
-                 has_usage=has_usage, cost=cost)
+                 has_usage=has_usage, cost=cost, evaluation_cost=evaluation_cost)
 
 
 # ----------------------------------------------------------------------------- groups
@@ -323,7 +329,7 @@ def _int_sum(ids: _Ids, values: npt.NDArray[np.int32], size: int) -> _Ints:
 
 @dataclass(slots=True)
 class _FloatSums:
-    """Float sums per group of one dimension: cost and each metric.
+    """Float sums per group of one dimension: cost, evaluation cost and each metric.
 
     Summed per group in row order (``np.bincount`` adds sequentially), so a final
     summary equals a plain left-to-right sum of the group's values.
@@ -331,15 +337,18 @@ class _FloatSums:
 
     cost: _Floats  # (groups,)
     metrics: _Floats  # (groups, len(_METRICS))
+    evaluation_cost: _Floats  # (groups,)
 
     @staticmethod
     def zeros(groups: int) -> _FloatSums:
-        return _FloatSums(np.zeros(groups), np.zeros((groups, len(_METRICS))))
+        return _FloatSums(np.zeros(groups), np.zeros((groups, len(_METRICS))),
+                          np.zeros(groups))
 
     def merged(self, other: _FloatSums) -> _FloatSums:
         extra = len(other.cost) - len(self.cost)
         return _FloatSums(np.pad(self.cost, (0, extra)) + other.cost,
-                          np.pad(self.metrics, ((0, extra), (0, 0))) + other.metrics)
+                          np.pad(self.metrics, ((0, extra), (0, 0))) + other.metrics,
+                          np.pad(self.evaluation_cost, (0, extra)) + other.evaluation_cost)
 
 
 def _float_sums(rows: _Rows, groups: _Groups) -> list[_FloatSums]:
@@ -352,6 +361,7 @@ def _float_sums(rows: _Rows, groups: _Groups) -> list[_FloatSums]:
         gid = groups.table(dim)[rows.cell]
         sums = _FloatSums.zeros(size)
         sums.cost[:] = np.bincount(gid, cost, size)
+        sums.evaluation_cost[:] = np.bincount(gid, rows.evaluation_cost, size)
         for m in range(len(_METRICS)):
             sums.metrics[:, m] = np.bincount(gid, metrics[m], size)
         out.append(sums)
@@ -636,6 +646,7 @@ def _group_stats(totals: _Totals, sums: _FloatSums, percentiles: _Floats,
         cost_usd=float(sums.cost[group]), unpriced_tests=ints["unpriced_tests"],
         output_tokens_per_s=(ints["timed_output_tokens"] / latency_s
                              if n[_LATENCY] and latency_s > 0 else None),
+        evaluation_cost_usd=float(sums.evaluation_cost[group]),
     )
 
 
@@ -669,7 +680,7 @@ class Aggregator:
 
     Feed it with ``add_many`` (the fast path; the bus delivers batches) or ``add``;
     read live values with ``snapshot`` and exact ones with ``finalize``. Memory per
-    result is one row of columns (70 bytes, in buffers that double when full); result
+    result is one row of columns (78 bytes, in buffers that double when full); result
     objects are only held until a batch of ``_BATCH`` is complete or a summary is asked
     for. Not thread-safe: one task feeds it, as the bus does.
     """

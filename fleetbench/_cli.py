@@ -26,6 +26,7 @@ from fleetbench._logging import configure_logging
 from fleetbench._manifest import manifest_json_schema
 from fleetbench._plugins import PluginHost, load_plugins
 from fleetbench._prepare import Prepared, prepare_file
+from fleetbench._references import known_hint
 from fleetbench._server._config import (
     DEFAULT_MAX_CONCURRENT_RUNS,
     DEFAULT_MAX_PLANNED_TESTS,
@@ -51,6 +52,10 @@ _manifest_arg = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 _json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+_executor_opt = click.option(
+    "--executor", metavar="NAME", default=None,
+    help="Executor plugin (local, ray …) instead of the manifest's global_settings.executor; "
+         "it does not change the run id.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,19 +122,23 @@ def plan(manifest: Path, run_key: str, as_json: bool) -> None:
 @click.option("--min-success-rate", type=click.FloatRange(0, 1), default=None,
               help="Exit 1 when the fleet's success rate is below this (0..1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+@_executor_opt
 @_json_opt
 def run(manifest: Path, run_key: str, labels: tuple[str, ...], state_dir: Path | None,
-        min_success_rate: float | None, quiet: bool, as_json: bool) -> None:
+        min_success_rate: float | None, quiet: bool, executor: str | None,
+        as_json: bool) -> None:
     """Run MANIFEST (or resume it), with live progress; write its artifacts.
 
     Exit status: 0 completed; 1 failed, cancelled or below --min-success-rate;
     2 bad input; 3 plugin failure; 130 interrupted by Ctrl-C (run it again to resume).
     """
     prepared = _prepare(manifest, as_json=as_json, run_key=run_key)
+    host = _host()
+    _check_executor(host, executor)
     options = RunOptions(labels=parse_labels(labels), state_dir=state_dir or _config.state_dir(),
-                         show_progress=not (quiet or as_json))
+                         show_progress=not (quiet or as_json), executor=executor)
     try:
-        outcome = run_in_terminal(prepared, _host(), options)
+        outcome = run_in_terminal(prepared, host, options)
     except InputError as exc:
         _fail_input(manifest, exc.problems, as_json=as_json)
     if as_json:
@@ -192,10 +201,11 @@ _file_opt = click.Path(exists=True, dir_okay=False, path_type=Path)
               help="Seconds a shutdown waits for runs and streams to end.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Serve Prometheus metrics at http://HOST:PORT/metrics; 0: off.")
+@_executor_opt
 def serve_command(host: str, port: int, state_dir: Path | None, data_roots: tuple[Path, ...],
                   max_concurrent_runs: int, max_planned_tests: int,
                   auth_token_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
-                  shutdown_grace: float, metrics_port: int) -> None:
+                  shutdown_grace: float, metrics_port: int, executor: str | None) -> None:
     """Serve the fleetbench.v1 gRPC API until SIGTERM or SIGINT.
 
     Prints `listening on HOST:PORT` on stdout once bound; logs JSON lines to stderr.
@@ -205,17 +215,19 @@ def serve_command(host: str, port: int, state_dir: Path | None, data_roots: tupl
     configure_logging(logging.DEBUG if verbose > 1 else logging.INFO, json_lines=True)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    plugins = _host()
+    _check_executor(plugins, executor)
     config = ServerConfig(
         state_dir=state_dir or _config.state_dir(), cache_dir=_config.cache_dir(),
         host=host, port=port, data_roots=data_roots,
         limits=Limits(max_concurrent_runs, max_planned_tests),
         auth_token=_auth_token(auth_token_file),
         tls=TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None,
-        shutdown_grace_s=shutdown_grace, metrics_port=metrics_port or None)
+        shutdown_grace_s=shutdown_grace, metrics_port=metrics_port or None, executor=executor)
     from fleetbench._server._app import serve  # grpc loads only for this command
 
     try:
-        asyncio.run(serve(config, host=_host(), announce=_announce))
+        asyncio.run(serve(config, host=plugins, announce=_announce))
     except OSError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -243,6 +255,14 @@ def _host() -> PluginHost:
     except PluginError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PLUGIN)
+
+
+def _check_executor(host: PluginHost, name: str | None) -> None:
+    """Exit with status 2 when ``--executor`` names no installed executor."""
+    if name is not None and name not in host.executors:
+        click.echo(f"error: --executor: unknown executor {name!r}"
+                   + known_hint(name, host.executors), err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _prepare(manifest: Path, *, as_json: bool, run_key: str = "") -> Prepared:
@@ -277,6 +297,11 @@ def _problems_json(problems: Sequence[Problem]) -> list[dict[str, str]]:
 from fleetbench._remote_cli import register as _register_remote_commands  # noqa: E402
 
 _register_remote_commands(main)
+
+# Reports over stored runs (report, compare): fleetbench._report_cli.
+from fleetbench._report_cli import register as _register_report_commands  # noqa: E402
+
+_register_report_commands(main)
 
 from fleetbench._mock_cli import mock_server  # noqa: E402
 

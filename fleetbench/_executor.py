@@ -13,6 +13,7 @@ the plan already interleaves them.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import time
@@ -22,12 +23,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetbench._clock import utc_now
+from fleetbench._http import track_wire_times
 from fleetbench._limits import TokenBucket
+from fleetbench._manifest import FleetManifest
+from fleetbench._plugins import PluginHost
 from fleetbench._pricing import Price, cost_usd
-from fleetbench.errors import ProviderError, ProviderTimeoutError
-from fleetbench.plugin import Evaluator, Provider
+from fleetbench.errors import PluginError, ProviderError, ProviderTimeoutError
+from fleetbench.plugin import Evaluator, EvaluatorContext, ModelEvaluator, Provider
 from fleetbench.records import (
     EvaluatorRef,
+    GenerationSettings,
     ProviderRequest,
     ProviderResponse,
     Status,
@@ -37,7 +42,8 @@ from fleetbench.records import (
     WorkItem,
 )
 
-__all__ = ["ExecutionPlan", "LocalExecutor", "ProviderLane"]
+__all__ = ["EvaluatorCache", "ExecutionPlan", "LocalExecutor", "ProviderLane",
+           "bind_evaluator", "estimated_usage", "generate_with_retries"]
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -66,6 +72,9 @@ class ExecutionPlan:
     :param evaluator: builds (and caches) the evaluator of an ``EvaluatorRef``.
     :param cached: looks a test up in the result cache (``global_settings.cache``); a
         hit is judged again by the test's own evaluators and marked ``cached``.
+    :param manifest: the resolved manifest the lanes were built from, for executors that
+        run tests in other processes and rebuild providers and evaluators there
+        (:mod:`fleetbench._shard`); the local executor does not use it.
     """
 
     items: Sequence[WorkItem]
@@ -78,6 +87,53 @@ class ExecutionPlan:
     continue_on_failure: bool = True
     cached: Callable[[WorkItem], TestResult | None] | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    manifest: FleetManifest | None = None
+
+
+class EvaluatorCache:
+    """Builds evaluators from ``host``'s plugins, one per distinct name and options:
+    the usual :attr:`ExecutionPlan.evaluator`.
+
+    Called once per test: the plan shares ref objects between tests, so a ref seen
+    before is found by identity (the entry keeps it alive, so its id is not reused).
+    Evaluators that call a model (LLM judges) are bound to ``context``, the run's
+    providers; without one they cannot call and say so in their verdicts.
+    """
+
+    def __init__(self, host: PluginHost, context: EvaluatorContext | None = None) -> None:
+        self.host = host
+        self.context = context
+        self._by_options: dict[tuple[str, str], Evaluator] = {}
+        self._by_ref: dict[int, tuple[EvaluatorRef, Evaluator]] = {}
+
+    def __call__(self, ref: EvaluatorRef) -> Evaluator:
+        """The evaluator of ``ref``. :raises PluginError: its plugin is not installed."""
+        seen = self._by_ref.get(id(ref))
+        if seen is not None and seen[0] is ref:
+            return seen[1]
+        options = json.dumps(dict(ref.options), sort_keys=True, default=str) \
+            if ref.options else "{}"
+        key = (ref.name, options)
+        evaluator = self._by_options.get(key)
+        if evaluator is None:
+            spec = self.host.evaluators.get(ref.name)
+            if spec is None:
+                raise PluginError(f"evaluator {ref.name!r} is not installed")
+            evaluator = spec.factory(ref.options)
+            if self.context is not None:
+                evaluator = bind_evaluator(evaluator, self.context)
+            self._by_options[key] = evaluator
+        self._by_ref[id(ref)] = (ref, evaluator)
+        return evaluator
+
+
+def bind_evaluator(evaluator: Evaluator, context: EvaluatorContext) -> Evaluator:
+    """``evaluator`` bound to ``context`` if it calls a model, else itself.
+
+    :raises ValueError: it cannot work with this run's providers (see
+        :meth:`~fleetbench.plugin.ModelEvaluator.bind`).
+    """
+    return evaluator.bind(context) if isinstance(evaluator, ModelEvaluator) else evaluator
 
 
 class StopRun(Exception):
@@ -184,6 +240,7 @@ class LocalExecutor:
                 rng = rng or random.Random(call.item.key)
                 await asyncio.sleep(_backoff_s(call.attempt, exc.retry_after_s, rng))
                 continue
+            call.answered = time.perf_counter()  # judging (an LLM judge) is not timed
             verdicts = await self._evaluate(call.item, response)
             passed = all(v.passed and not v.error for v in verdicts)
             return call.finish(Status.PASSED if passed else Status.FAILED, response=response,
@@ -211,6 +268,53 @@ class LocalExecutor:
         return tuple(verdicts)
 
 
+async def generate_with_retries(lane: ProviderLane, request: ProviderRequest) -> ProviderResponse:
+    """Send one non-streaming request outside the plan (an LLM judge's call) the way a
+    test's request is sent: under the lane's rate limits and timeout, with errors
+    classified by its provider and retryable ones retried with backoff up to the lane's
+    ``max_retries``.
+
+    :raises ProviderError: the error of the last attempt.
+    """
+    rng: random.Random | None = None  # seeded by the request's key, made on a first retry
+    attempt = 1
+    while True:
+        await _take_rate(lane, _token_estimate(request.prompt, request.settings))
+        try:
+            return await _guarded(lane, lane.provider.generate(replace(request, attempt=attempt)))
+        except ProviderError as exc:
+            if not exc.retryable or attempt > lane.max_retries:
+                raise
+            rng = rng or random.Random(request.test_key)
+            await asyncio.sleep(_backoff_s(attempt, exc.retry_after_s, rng))
+            attempt += 1
+
+
+async def _take_rate(lane: ProviderLane, tokens: int) -> None:
+    """Wait for the lane's rpm and tpm buckets (``tokens``: the request's estimate)."""
+    if lane.rpm is not None:
+        await lane.rpm.take(1)
+    if lane.tpm is not None:
+        await lane.tpm.take(tokens)
+
+
+async def _guarded(lane: ProviderLane, call: Awaitable[ProviderResponse]) -> ProviderResponse:
+    """Await one provider call under the lane's timeout; every failure leaves as a
+    :class:`ProviderError`, classified by the provider where it can."""
+    try:
+        async with asyncio.timeout(lane.timeout_s):
+            return await call
+    except TimeoutError:
+        raise ProviderTimeoutError(f"no answer within {lane.timeout_s:g} s") from None
+    except ProviderError:
+        raise
+    except Exception as exc:
+        mapped = lane.provider.classify_error(exc)
+        if mapped is None:
+            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        raise mapped from exc
+
+
 def _backoff_s(attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
     """Full-jitter exponential backoff; a vendor's retry-after hint is a floor."""
     jitter = rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
@@ -230,6 +334,7 @@ class _Call:
         self.sent = self.last_byte = picked
         self.first_token: float | None = None
         self.last_token: float | None = None
+        self.answered: float | None = None
         self.attempt = 0
 
     async def pace(self, delay_ms: int) -> None:
@@ -238,33 +343,24 @@ class _Call:
 
     async def send(self) -> ProviderResponse:
         lane, item = self.lane, self.item
-        if lane.rpm is not None:
-            await lane.rpm.take(1)
-        if lane.tpm is not None:
-            await lane.tpm.take(_token_estimate(item))
+        await _take_rate(lane, _token_estimate(item.prompt, item.settings))
         request = ProviderRequest(model=item.model, prompt=item.prompt, settings=item.settings,
                                   stream=item.stream, test_key=item.key, attempt=self.attempt,
                                   expected=item.expected)
+        wire = track_wire_times()
         self.sent = time.perf_counter()
         if self.first_sent is None:
             self.first_sent = self.sent
         self.first_token = self.last_token = None
         try:
-            async with asyncio.timeout(lane.timeout_s):
-                response = await (self._stream(request) if item.stream
+            return await _guarded(lane, self._stream(request) if item.stream
                                   else lane.provider.generate(request))
-        except TimeoutError:
-            raise ProviderTimeoutError(f"no answer within {lane.timeout_s:g} s") from None
-        except ProviderError:
-            raise
-        except Exception as exc:
-            mapped = lane.provider.classify_error(exc)
-            if mapped is None:
-                raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
-            raise mapped from exc
         finally:
-            self.last_byte = time.perf_counter()
-        return response
+            self.last_byte = wire.body_end or time.perf_counter()
+            if wire.sent is not None:  # the request left later than we called the plugin:
+                if self.first_sent == self.sent:  # that delay is ours, not the vendor's
+                    self.first_sent = wire.sent
+                self.sent = wire.sent
 
     async def _stream(self, request: ProviderRequest) -> ProviderResponse:
         parts: list[str] = []
@@ -285,9 +381,10 @@ class _Call:
     def finish(self, status: Status, *, response: ProviderResponse | None = None,
                verdicts: tuple[Verdict, ...] = (), error: str | None = None,
                error_kind: str | None = None) -> TestResult:
-        done = time.perf_counter()
+        done = self.answered if self.answered is not None else time.perf_counter()
         first_sent = self.first_sent if self.first_sent is not None else done
-        usage = _usage(self.item, response) if response is not None else None
+        usage = None if response is None else response.usage or estimated_usage(
+            self.item.prompt, self.item.settings, response.text)
         if response is not None and response.usage is not usage:
             response = ProviderResponse(response.text, usage, response.finish_reason,
                                         response.model, response.response_id)
@@ -323,16 +420,13 @@ class _Call:
         return (self.last_token - self.first_token) * 1000 / (usage.output_tokens - 1)
 
 
-def _usage(item: WorkItem, response: ProviderResponse) -> Usage:
-    """The provider's usage, or an estimate (≈4 characters a token) flagged as such."""
-    if response.usage is not None:
-        return response.usage
-    prompt_chars = len(item.prompt) + len(item.settings.system or "")
-    return Usage(math.ceil(prompt_chars / 4), math.ceil(len(response.text) / 4),
-                 estimated=True)
+def estimated_usage(prompt: str, settings: GenerationSettings, answer: str) -> Usage:
+    """Usage for a provider that reported none: ≈4 characters a token, flagged."""
+    prompt_chars = len(prompt) + len(settings.system or "")
+    return Usage(math.ceil(prompt_chars / 4), math.ceil(len(answer) / 4), estimated=True)
 
 
-def _token_estimate(item: WorkItem) -> int:
+def _token_estimate(prompt: str, settings: GenerationSettings) -> int:
     """Tokens a request may use, for the tpm bucket: prompt estimate + output budget."""
-    prompt = math.ceil((len(item.prompt) + len(item.settings.system or "")) / 4)
-    return prompt + (item.settings.max_tokens or 256)
+    return math.ceil((len(prompt) + len(settings.system or "")) / 4) \
+        + (settings.max_tokens or 256)

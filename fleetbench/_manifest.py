@@ -44,6 +44,7 @@ __all__ = [
 SUPPORTED_VERSIONS = ("1.0",)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RAY_ADDRESS = re.compile(r"^(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 
 NonBlank = Annotated[str, Field(min_length=1)]
 
@@ -96,6 +97,8 @@ class ProviderEntry(_Model):
     stream: bool | None = Field(None, description="Overrides the scenario's `stream`.")
     params: dict[str, Any] = Field(default_factory=dict, description="Vendor request fields.")
     pricing: Pricing | None = None
+    judge_only: bool = Field(False, description="Only a judge for `llm_judge` evaluators: "
+                                                "its model is not benchmarked itself.")
 
     @field_validator("id")
     @classmethod
@@ -221,7 +224,23 @@ class GlobalSettings(_Model):
     max_in_flight: int | None = Field(None, ge=1, description="Global cap on requests.")
     cache: bool = Field(False, description="Reuse results of identical earlier requests.")
     executor: NonBlank = Field("local", description="Executor plugin.")
+    ray_address: str | None = Field(
+        None, description="`ray` executor: the cluster: `auto` (the one running on this "
+        "machine), `ray://host:port` (Ray Client), `host:port` (a head node's GCS), `local` "
+        "(always start one here) or unset (RAY_ADDRESS, else a running local one, else start "
+        "one here).")
+    ray_actors: int | None = Field(
+        None, ge=1, description="`ray` executor: how many actors share the run (default: "
+        "the cluster's CPUs).")
     custom: dict[str, Any] = Field(default_factory=dict, description="Passed to plugins.")
+
+    @field_validator("ray_address")
+    @classmethod
+    def _check_ray_address(cls, value: str | None) -> str | None:
+        if value is None or value in ("auto", "local") or _RAY_ADDRESS.match(value):
+            return value
+        raise ValueError(f"{value!r} is not a Ray address: use 'auto', 'local', "
+                         "'ray://host:port' or 'host:port'")
 
 
 class FleetManifest(_Model):
@@ -258,6 +277,13 @@ class FleetManifest(_Model):
     def _expand_shorthand(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"id": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _check_something_is_benchmarked(cls, value: list[ProviderEntry]) -> list[ProviderEntry]:
+        if value and all(p.judge_only for p in value):
+            raise ValueError("every provider is judge_only: there is no model to benchmark")
         return value
 
     @field_validator("scenario_profiles")

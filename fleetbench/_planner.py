@@ -134,7 +134,7 @@ def _drafts(manifest: FleetManifest, scenario: ResolvedScenario) -> Iterator[_Dr
     scenario_evaluators = tuple(evaluator_ref(e) for e in profile.evaluators)
     empty = GenerationSettings()
     layers = [(_Provider(p.id, p.provider, p.model, p.stream), _settings_from_params(p.params))
-              for p in manifest.providers]
+              for p in manifest.providers if not p.judge_only]
     for case in _sample(manifest, scenario):
         prompt = render_template(case.prompt, case.variables, test_id=case.id)
         base = scenario.dataset.defaults.overlaid_with(case.config).overlaid_with(

@@ -41,6 +41,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "fleetbench._builtins.evaluators",
     "fleetbench._builtins.executors",
     "fleetbench._builtins.exporters",
+    "fleetbench._builtins.report_html",
+    "fleetbench._builtins.report_ci",
     "fleetbench._builtins.simulated",
 )
 """Modules registered as plugins named ``builtin.<last part>`` after the entry points."""

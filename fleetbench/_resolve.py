@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetbench._datasets import CONFIG_MODEL_KEY, load_dataset
+from fleetbench._evalcontext import RunEvaluatorContext
+from fleetbench._executor import bind_evaluator
 from fleetbench._manifest import (
     FleetManifest,
     RepositoryConfig,
@@ -25,7 +27,12 @@ from fleetbench._manifest import (
 from fleetbench._plugins import PluginHost
 from fleetbench._references import known_hint, reference_problems
 from fleetbench.errors import DatasetError, ManifestError, Problem
-from fleetbench.plugin import ProviderConfig, RepositoryAdapter, RepositoryContext
+from fleetbench.plugin import (
+    EvaluatorContext,
+    ProviderConfig,
+    RepositoryAdapter,
+    RepositoryContext,
+)
 from fleetbench.records import Dataset, EvaluatorRef
 
 __all__ = ["ResolvedFleet", "ResolvedScenario", "check_and_resolve", "resolve_fleet"]
@@ -86,7 +93,8 @@ def resolve_fleet(
     problems: list[Problem] = []
     warnings = _unused_fields(manifest)
     _check_provider_params(manifest, host, problems)
-    evaluators_ok = _EvaluatorChecker(host, problems)
+    evaluators_ok = _EvaluatorChecker(host, problems,
+                                      RunEvaluatorContext.for_validation(manifest))
     for name, profile in manifest.scenario_profiles.items():
         for j, config in enumerate(profile.evaluators):
             evaluators_ok.check(evaluator_ref(config), f"scenario_profiles.{name}.evaluators[{j}]")
@@ -140,11 +148,14 @@ def _unused_fields(manifest: FleetManifest) -> list[Problem]:
 
 
 class _EvaluatorChecker:
-    """Checks evaluator names and options once per distinct configuration."""
+    """Checks evaluator names and options once per distinct configuration; evaluators
+    that call a model are bound to the manifest's providers, as a run would bind them."""
 
-    def __init__(self, host: PluginHost, problems: list[Problem]) -> None:
+    def __init__(self, host: PluginHost, problems: list[Problem],
+                 context: EvaluatorContext) -> None:
         self._host = host
         self._problems = problems
+        self._context = context
 
     def check(self, ref: EvaluatorRef, where: str) -> None:
         spec = self._host.evaluators.get(ref.name)
@@ -153,7 +164,7 @@ class _EvaluatorChecker:
                                           + known_hint(ref.name, self._host.evaluators)))
             return
         try:
-            spec.factory(ref.options)
+            bind_evaluator(spec.factory(ref.options), self._context)
         except (ValueError, TypeError) as exc:
             self._problems.append(Problem(where, f"evaluator {ref.name!r}: {exc}"))
 

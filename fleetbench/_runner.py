@@ -32,23 +32,24 @@ from fleetbench._aggregator import Aggregator
 from fleetbench._artifacts import describe_artifacts, write_atomically
 from fleetbench._bus import EventBus, Subscriber
 from fleetbench._clock import utc_now
-from fleetbench._executor import ExecutionPlan
+from fleetbench._evalcontext import RunEvaluatorContext
+from fleetbench._executor import EvaluatorCache, ExecutionPlan
 from fleetbench._export import ExportSession, build_exporters, exporter_names
 from fleetbench._exportworker import ExportWorker, ExportWorkerError
 from fleetbench._lanes import Lanes, build_lanes
 from fleetbench._looplag import LoopLagMonitor
-from fleetbench._manifest import RepositoryConfig
+from fleetbench._manifest import FleetManifest, RepositoryConfig
 from fleetbench._planner import Plan
 from fleetbench._plugins import PluginHost
 from fleetbench._prepare import Prepared
 from fleetbench._pricing import PricingTable
-from fleetbench._store import RunRecord, RunStore, StoreWriter
-from fleetbench.errors import PluginError
+from fleetbench._store import ArtifactRecord, RunRecord, RunStore, StoreWriter
 from fleetbench.events import Event, RunFinished, RunStarted, TestFinished
-from fleetbench.plugin import Evaluator, RunInfo
-from fleetbench.records import EvaluatorRef, RunStatus, Summary, TestResult, WorkItem
+from fleetbench.plugin import RunInfo
+from fleetbench.records import RunStatus, Summary, TestResult, WorkItem
 
-__all__ = ["EXPORT_WORKER_MIN_TESTS", "RunOutcome", "execute_run"]
+__all__ = ["EXPORT_WORKER_MIN_TESTS", "RunOutcome", "artifacts_json", "execute_run",
+           "manifest_text", "run_info"]
 
 _log = structlog.get_logger("fleetbench.run")
 
@@ -117,17 +118,21 @@ class _RunJson:
         self._written_at = 0.0
 
     def maybe_write(self, done: int, *, force: bool = False) -> None:
+        if self.status is not RunStatus.RUNNING:
+            return  # ended: the final write (artifacts, warnings) must stay the last one
         now = asyncio.get_running_loop().time()
         if force or now - self._written_at >= 1.0:
             self._written_at = now
             self.write(done)
 
     def write(self, done: int, error: str | None = None,
-              artifacts: Sequence[Mapping[str, Any]] = ()) -> None:
+              artifacts: Sequence[Mapping[str, Any]] = (), warnings: Sequence[str] = ()) -> None:
+        """``warnings`` are the run's final ones: ``fleetbench report`` reads them back
+        when it regenerates the artifacts (the store does not keep them)."""
         data = {"run_id": self.record.run_id, "fleet_id": self.record.fleet_id,
                 "status": self.status.value, "planned": self.planned, "done": done,
                 "created_at": self.record.created_at, "error": error,
-                "artifacts": list(artifacts)}
+                "artifacts": list(artifacts), "warnings": list(warnings)}
         write_atomically(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -143,6 +148,7 @@ async def execute_run(
     live: Aggregator | None = None,
     export_worker_min_tests: int = EXPORT_WORKER_MIN_TESTS,
     interrupted: Callable[[], bool] | None = None,
+    executor: str | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``prepared``; return when its artifacts are written.
 
@@ -156,6 +162,9 @@ async def execute_run(
     :param interrupted: asked when ``cancel`` stopped the run: true means the process is
         shutting down, so the run ends INTERRUPTED (resumed on the next start) rather
         than CANCELLED.
+    :param executor: the executor plugin to use instead of the manifest's
+        ``global_settings.executor`` (``fleetbench run --executor``). Where a run executes
+        is not part of its identity: a run started by one executor resumes on another.
 
     :raises ManifestError: a provider's API key is missing from the environment.
     """
@@ -173,7 +182,7 @@ async def execute_run(
     try:
         execution = _Execution(prepared, host, store, record, created, lanes, output_dir,
                                live or Aggregator(), export_worker_min_tests,
-                               interrupted or (lambda: False))
+                               interrupted or (lambda: False), executor)
         return await execution.run(cancel or asyncio.Event(), subscribers)
     finally:
         await lanes.aclose()
@@ -186,7 +195,8 @@ def _completed_outcome(record: RunRecord, store: RunStore, output_dir: Path,
     artifacts = tuple(output_dir / a.name for a in record.artifacts)
     missing = [path.name for path in artifacts if not path.is_file()]
     warnings = (f"this run completed earlier; {len(missing)} of its artifacts are missing "
-                f"from {output_dir}: {', '.join(missing)}",) if missing else ()
+                f"from {output_dir}: {', '.join(missing)}; `fleetbench report "
+                f"{record.run_id}` regenerates them",) if missing else ()
     return RunOutcome(record.run_id, record.status, created, aggregator.finalize(),
                       output_dir, artifacts, warnings, record.error)
 
@@ -197,7 +207,7 @@ class _Execution:
     def __init__(self, prepared: Prepared, host: PluginHost, store: RunStore,
                  record: RunRecord, created: bool, lanes: Lanes, output_dir: Path,
                  live: Aggregator, export_worker_min_tests: int,
-                 interrupted: Callable[[], bool]) -> None:
+                 interrupted: Callable[[], bool], executor: str | None = None) -> None:
         self.prepared, self.host, self.store = prepared, host, store
         self.record, self.created, self.lanes = record, created, lanes
         self.output_dir = output_dir
@@ -205,16 +215,19 @@ class _Execution:
         self.aggregator = live
         self.export_worker_min_tests = export_worker_min_tests
         self._interrupted = interrupted
+        self.executor = executor
         self.warnings: list[str] = [str(w) for w in prepared.fleet.warnings]
         self.warnings.extend(lanes.warnings)
-        self._evaluators: dict[tuple[str, str], Evaluator] = {}
-        self._evaluator_of_ref: dict[int, tuple[EvaluatorRef, Evaluator]] = {}
+        self._judging = RunEvaluatorContext.for_run(lanes.by_key)
+        self._evaluator = EvaluatorCache(host, self._judging)
 
     async def run(self, cancel: asyncio.Event,
                   extra: Sequence[tuple[str, Subscriber]]) -> RunOutcome:
         self._write_manifest()
         done_keys = self.store.finished_keys(self.plan.run_id)
         self.aggregator.add_many(r for _, r in self.store.iter_results(self.plan.run_id))
+        if self.aggregator.count:  # resumed: cost caps count what judging spent before
+            self._judging.spent_usd = self.aggregator.snapshot().fleet.evaluation_cost_usd
         todo = [item for item in self.plan.items if item.key not in done_keys]
         opening = self._run_info(RunStatus.RUNNING, self.record, None, self.warnings)
         worker = None
@@ -268,15 +281,13 @@ class _Execution:
         """List the artifacts (size, sha256) in the store and in the last run.json."""
         described = describe_artifacts(artifacts)
         self.store.set_artifacts(self.plan.run_id, described)
-        run_json.write(self.aggregator.count, error,
-                       [{"name": a.name, "size_bytes": a.size_bytes, "sha256": a.sha256,
-                         "media_type": a.media_type} for a in described])
+        run_json.write(self.aggregator.count, error, artifacts_json(described),
+                       self._final_warnings(error))
 
     def _write_manifest(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(self.output_dir / "manifest.json",
-                         json.dumps(json.loads(self.prepared.fleet.manifest.canonical_json()),
-                                    indent=2, sort_keys=True) + "\n")
+                         manifest_text(self.prepared.fleet.manifest))
 
     async def _execute_watched(self, todo: Sequence[WorkItem], cancel: asyncio.Event
                                ) -> tuple[RunStatus, str | None]:
@@ -319,8 +330,9 @@ class _Execution:
             cached=(lambda item: self.store.cache_get(self._cache_key(item))) if use_cache
             else None,
             cancel=cancel,
+            manifest=manifest,
         )
-        executor = self.host.executors[settings.executor].factory(plan)
+        executor = self.host.executors[self.executor or settings.executor].factory(plan)
         stopped_by = await executor.run()
         if stopped_by is not None:
             return RunStatus.FAILED, f"stopped at the first error (continue_on_failure: " \
@@ -342,25 +354,6 @@ class _Execution:
                    "epoch": item.epoch}
         return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()
                               ).hexdigest()
-
-    def _evaluator(self, ref: EvaluatorRef) -> Evaluator:
-        """The evaluator of ``ref``, one per distinct name and options. Called once per
-        test: the plan shares ref objects between tests, so a ref seen before is found
-        by identity (the entry keeps it alive, so its id is not reused)."""
-        seen = self._evaluator_of_ref.get(id(ref))
-        if seen is not None and seen[0] is ref:
-            return seen[1]
-        options = json.dumps(dict(ref.options), sort_keys=True, default=str) \
-            if ref.options else "{}"
-        key = (ref.name, options)
-        evaluator = self._evaluators.get(key)
-        if evaluator is None:
-            spec = self.host.evaluators.get(ref.name)
-            if spec is None:
-                raise PluginError(f"evaluator {ref.name!r} is not installed")
-            evaluator = self._evaluators[key] = spec.factory(ref.options)
-        self._evaluator_of_ref[id(ref)] = (ref, evaluator)
-        return evaluator
 
     def _plugin_subscribers(self) -> Iterable[tuple[str, Subscriber]]:
         for info in self.host.subscribers.infos():
@@ -405,28 +398,52 @@ class _Execution:
     def _final_run_info(self, status: RunStatus, error: str | None) -> RunInfo:
         """The run as it ended; the store has every result and its start by now."""
         record = self.store.get_run(self.plan.run_id) or self.record
-        warnings = [*self.warnings, *([error] if error else [])]
-        return self._run_info(status, record, record.finished_at or utc_now(), warnings)
+        return self._run_info(status, record, record.finished_at or utc_now(),
+                              self._final_warnings(error))
+
+    def _final_warnings(self, error: str | None) -> list[str]:
+        """Every warning of the run, its error last."""
+        return [*self.warnings, *([error] if error else [])]
 
     def _run_info(self, status: RunStatus, record: RunRecord, finished_at: str | None,
                   warnings: Sequence[str]) -> RunInfo:
-        manifest = self.prepared.fleet.manifest
-        return RunInfo(
-            run_id=self.plan.run_id, fleet_id=self.plan.fleet_id, status=status.value,
-            output_dir=self.output_dir,
-            manifest=json.loads(manifest.canonical_json()),
-            created_at=record.created_at, started_at=record.started_at,
-            finished_at=finished_at, planned=len(self.plan),
-            save_responses=manifest.output.save_responses,
-            pricing_version=record.pricing_version,
-            repositories={r.repo_id: _repo_metadata(r) for r in manifest.repositories},
-            plugins={i.name: i.version for i in self.host.infos()},
-            warnings=tuple(warnings),
-        )
+        return run_info(record, self.prepared.fleet.manifest, self.host, status=status,
+                        output_dir=self.output_dir, finished_at=finished_at,
+                        warnings=warnings)
 
     def _exporter_names(self) -> list[str]:
         output = self.prepared.fleet.manifest.output
         return exporter_names(output.formats, output.generate_reports, self.host.exporters)
+
+
+def run_info(record: RunRecord, manifest: FleetManifest, host: PluginHost, *,
+             status: RunStatus, output_dir: Path, finished_at: str | None,
+             warnings: Sequence[str]) -> RunInfo:
+    """What exporters are told about a run: built the same way by a run and by
+    ``fleetbench report``, so regenerated artifacts equal the originals."""
+    return RunInfo(
+        run_id=record.run_id, fleet_id=record.fleet_id, status=status.value,
+        output_dir=output_dir,
+        manifest=json.loads(manifest.canonical_json()),
+        created_at=record.created_at, started_at=record.started_at,
+        finished_at=finished_at, planned=record.planned,
+        save_responses=manifest.output.save_responses,
+        pricing_version=record.pricing_version,
+        repositories={r.repo_id: _repo_metadata(r) for r in manifest.repositories},
+        plugins={i.name: i.version for i in host.infos()},
+        warnings=tuple(warnings),
+    )
+
+
+def manifest_text(manifest: FleetManifest) -> str:
+    """``manifest.json``: the resolved manifest, indented with sorted keys."""
+    return json.dumps(json.loads(manifest.canonical_json()), indent=2, sort_keys=True) + "\n"
+
+
+def artifacts_json(artifacts: Sequence[ArtifactRecord]) -> list[dict[str, Any]]:
+    """Artifact records as ``run.json`` lists them."""
+    return [{"name": a.name, "size_bytes": a.size_bytes, "sha256": a.sha256,
+             "media_type": a.media_type} for a in artifacts]
 
 
 def _repo_metadata(repo: RepositoryConfig) -> dict[str, str]:

@@ -62,7 +62,8 @@ def result_to_dict(result: TestResult) -> dict[str, Any]:
         "response_id": response.response_id if response else None,
         "verdicts": [
             {"evaluator": v.evaluator, "passed": v.passed, "score": v.score, "detail": v.detail,
-             "error": v.error, "cost_usd": v.cost_usd}
+             "error": v.error, "cost_usd": v.cost_usd, "input_tokens": v.input_tokens,
+             "output_tokens": v.output_tokens}
             for v in result.verdicts
         ],
         "error": result.error,

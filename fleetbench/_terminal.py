@@ -28,11 +28,13 @@ EXIT_INTERRUPTED = 130
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """How ``fleetbench run`` was asked to behave."""
+    """How ``fleetbench run`` was asked to behave; ``executor`` (``--executor``) overrides
+    the manifest's ``global_settings.executor``."""
 
     state_dir: Path
     labels: Mapping[str, str] = field(default_factory=dict)
     show_progress: bool = True
+    executor: str | None = None
 
 
 def run_in_terminal(prepared: Prepared, host: PluginHost, options: RunOptions) -> RunOutcome:
@@ -50,7 +52,7 @@ async def _run(prepared: Prepared, host: PluginHost, options: RunOptions) -> Run
     try:
         if not options.show_progress:
             return await execute_run(prepared, host=host, store=store, labels=options.labels,
-                                     cancel=cancel)
+                                     cancel=cancel, executor=options.executor)
         return await _with_progress(prepared, host, store, options, cancel)
     finally:
         store.close()
@@ -68,7 +70,7 @@ async def _with_progress(prepared: Prepared, host: PluginHost, store: RunStore,
         with view.progress:
             outcome = await execute_run(
                 prepared, host=host, store=store, labels=options.labels, cancel=cancel,
-                subscribers=[("progress", view)], live=live)
+                subscribers=[("progress", view)], live=live, executor=options.executor)
             view.refresh()
     finally:
         refresher.cancel()

@@ -39,6 +39,7 @@ from fleetbench.records import (
     StreamChunk,
     Summary,
     TestResult,
+    Usage,
     Verdict,
     WorkItem,
 )
@@ -46,13 +47,17 @@ from fleetbench.records import (
 __all__ = [
     "PLUGIN_API_VERSION",
     "AdapterSpec",
+    "CostCapReached",
     "Evaluator",
+    "EvaluatorContext",
     "EvaluatorSpec",
     "EventSubscriber",
     "Executor",
     "ExecutorSpec",
     "Exporter",
     "ExporterSpec",
+    "ModelCall",
+    "ModelEvaluator",
     "Provider",
     "ProviderConfig",
     "ProviderSpec",
@@ -201,7 +206,11 @@ class ProviderSpec:
 
 @runtime_checkable
 class Evaluator(Protocol):
-    """Judges one answer. Must be safe to call concurrently."""
+    """Judges one answer. Must be safe to call concurrently.
+
+    An evaluator that calls a model itself (an LLM judge) is a :class:`ModelEvaluator`:
+    it also defines ``bind``, and the core binds it to the run before its first use.
+    """
 
     async def evaluate(self, item: WorkItem, response: ProviderResponse) -> Verdict:
         """Return a verdict; raise only for bugs (reported as an evaluator error)."""
@@ -216,6 +225,75 @@ class EvaluatorSpec:
     name: str
     factory: Callable[[Mapping[str, Any]], Evaluator]
     description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """One call an evaluator made through :meth:`EvaluatorContext.generate`.
+
+    :param usage: the vendor's token usage, else an estimate (``estimated`` true).
+    :param cost_usd: ``usage`` at the provider's price; ``None`` when it has none.
+    """
+
+    response: ProviderResponse
+    usage: Usage
+    cost_usd: float | None
+
+
+class CostCapReached(Exception):
+    """A call was refused: at its worst case it could take the run's evaluation
+    spending past the evaluator's cost cap."""
+
+
+class EvaluatorContext(abc.ABC):
+    """What a run lends the evaluators that call a model (LLM judges): the manifest's
+    provider entries, with their shared client, rate limits, retries and prices.
+
+    One context serves the whole run and keeps its evaluation spending: every call made
+    through it counts, whichever evaluator made it, so a cost cap covers all of the
+    run's judging.
+    """
+
+    @property
+    @abc.abstractmethod
+    def providers(self) -> Sequence[str]:
+        """The ``provider:model`` keys of the manifest's provider entries."""
+
+    @abc.abstractmethod
+    def cost_usd(self, provider: str, usage: Usage) -> float | None:
+        """What ``usage`` costs on ``provider`` (its entry's ``pricing``, else the
+        shipped table); ``None`` when the model has no price."""
+
+    @abc.abstractmethod
+    async def generate(self, provider: str, request: ProviderRequest, *,
+                       max_cost_usd: float | None = None) -> ModelCall:
+        """Send ``request`` to ``provider`` under its rate limits, timeout and retries.
+
+        The entry's model is sent (whatever ``request.model`` says), never streamed, and
+        the entry's ``params`` fill in the settings ``request`` leaves unset.
+
+        :param max_cost_usd: refuse the call unless the run's evaluation spending, plus
+            the calls in flight and this one at their worst case (every prompt byte a
+            token and the whole ``max_tokens`` answered), stays within it.
+        :raises CostCapReached: refused by ``max_cost_usd``.
+        :raises ProviderError: the call failed after its retries.
+        :raises RuntimeError: the context only validates a manifest.
+        """
+
+
+@runtime_checkable
+class ModelEvaluator(Evaluator, Protocol):
+    """An evaluator that calls a model. The core hands it the run's context through
+    :meth:`bind` and uses the evaluator ``bind`` returns."""
+
+    def bind(self, context: EvaluatorContext) -> Evaluator:
+        """An evaluator that calls through ``context``.
+
+        Validation binds too, with a context that cannot call (``fleetbench validate``):
+        raise ``ValueError`` with a clear message for a provider the manifest lacks or
+        a cap that cannot be checked, and it is reported at the evaluator's location.
+        """
+        ...
 
 
 # ---------------------------------------------------------------- repository adapters

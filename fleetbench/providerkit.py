@@ -11,8 +11,17 @@ write again.
 * :func:`redact`: scrub an API key out of a vendor message before it goes anywhere;
   :func:`clip`: redact and cut it to a log-friendly length.
 * :func:`load_json`: parse a vendor's JSON or raise a clear ``MalformedResponseError``.
-* :func:`check_sampling_params`, :func:`extra_headers`: validate the manifest ``params``
-  every vendor shares (sampling settings, extra request headers).
+* :func:`check_sampling_params`, :func:`extra_headers`, :func:`int_param`: validate the
+  manifest ``params`` every vendor shares (sampling settings, extra request headers,
+  integer options such as ``max_connections``); :func:`request_params`: the ``params``
+  that pass through into a request body.
+* :func:`http_timeout`: the timeout of one vendor call (connecting capped at 10 s).
+* :func:`error_body`, :func:`quota_exhausted`, :func:`rate_limit_reset`: the scaffolding of
+  error classification (an error body of any shape, a 429 that waiting cannot lift, the
+  reset time of the exhausted one of several rate limits).
+* :func:`sse_text_chunks`, :func:`answer_chunks`: the loop of a streamed answer (SSE events
+  folded into text chunks, up to the vendor's end event, the rest of the body drained),
+  and a whole answer as stream chunks, for servers that answer a stream request with JSON.
 """
 
 from __future__ import annotations
@@ -21,29 +30,43 @@ import datetime
 import email.utils
 import re
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any, overload
 
+import httpx
 import orjson
 
-from fleetbench.errors import MalformedResponseError
+from fleetbench.errors import BadRequestError, MalformedResponseError, RateLimitedError
+from fleetbench.records import ProviderResponse, StreamChunk
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "MAX_MESSAGE_CHARS",
     "SSEDecoder",
+    "answer_chunks",
     "check_sampling_params",
     "clip",
+    "error_body",
     "extra_headers",
+    "http_timeout",
+    "int_param",
     "load_json",
     "parse_duration",
     "parse_retry_after",
+    "quota_exhausted",
+    "rate_limit_reset",
     "redact",
+    "request_params",
     "retry_after_headers",
     "seconds_until",
+    "sse_text_chunks",
 ]
 
 MAX_MESSAGE_CHARS = 300
 """Vendor messages are cut to this length: enough to diagnose, never a whole HTML page."""
+CONNECT_TIMEOUT_S = 10.0
+"""Connecting to a vendor may take at most this long (less when the call's timeout is
+shorter): a dead host fails fast, while a slow answer keeps the call's whole timeout."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
@@ -138,11 +161,7 @@ def check_sampling_params(params: Mapping[str, Any], *, temperature_max: float =
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                   or not 0.0 <= value <= high):
             raise ValueError(f"param {name!r} must be a number from 0 to {high:g}")
-    max_tokens = params.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise ValueError("param 'max_tokens' must be an integer >= 1")
+    int_param(params, "max_tokens")
     stop = params.get("stop")
     if stop is not None and not isinstance(stop, str) and not (
         isinstance(stop, list) and all(isinstance(s, str) for s in stop)
@@ -174,6 +193,52 @@ def extra_headers(value: Any, *, forbidden: Iterable[str]) -> dict[str, str]:
                 "from api_key_env)"
             )
     return dict(value)
+
+
+@overload
+def int_param(params: Mapping[str, Any], name: str, *, minimum: int = 1,
+              default: None = None) -> int | None: ...
+@overload
+def int_param(params: Mapping[str, Any], name: str, *, minimum: int = 1,
+              default: int) -> int: ...
+def int_param(params: Mapping[str, Any], name: str, *, minimum: int = 1,
+              default: int | None = None) -> int | None:  # fmt: skip
+    """The integer option ``params[name]``, ``default`` when it is absent. Without a
+    default, an explicit ``null`` also means absent (``None``); with one, it is refused.
+
+    :raises ValueError: ``"param 'name' must be an integer >= minimum"`` (``true`` and
+        ``2.0`` are not integers here).
+    """
+    value = params.get(name, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"param {name!r} must be an integer >= {minimum}")
+    return value
+
+
+def request_params(params: Mapping[str, Any], *, control: Collection[str],
+                   owned: Collection[str]) -> dict[str, Any]:  # fmt: skip
+    """The ``params`` that pass through into a request body untouched: all but the
+    plugin's own options (``control``), which steer the plugin and are never sent.
+
+    :param owned: body fields the plugin sets itself (``model``, ``messages`` …).
+    :raises BadRequestError: ``params`` (a dataset's, which no validator saw) sets one.
+    """
+    body: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in control:
+            continue
+        if key in owned:
+            raise BadRequestError(f"param {key!r} is set by the plugin; remove it from params")
+        body[key] = value
+    return body
+
+
+def http_timeout(timeout_s: float) -> httpx.Timeout:
+    """The httpx timeout of one vendor call: ``timeout_s`` to read, write or wait for a
+    pooled connection, connecting capped at :data:`CONNECT_TIMEOUT_S`."""
+    return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
 
 
 def parse_duration(text: str) -> float | None:
@@ -228,6 +293,57 @@ def retry_after_headers(headers: Mapping[str, str], *, now: float | None = None)
     return parse_retry_after(value, now=now) if value else None
 
 
+def rate_limit_reset(
+    headers: Mapping[str, str],
+    limits: Iterable[str],
+    *,
+    reset: str,
+    remaining: str,
+    parse: Callable[[str], float | None],
+) -> float | None:
+    """Seconds until the rate limit that binds resets, from a pair of headers per limit.
+
+    Of the ``limits`` (e.g. ``requests``, ``tokens``), those whose remaining count is 0
+    are the ones that bind: the latest of their resets; when none says 0 (or the counts
+    are missing), the latest reset of all, to be safe. ``None`` when no reset is valid.
+
+    :param reset: the name of a limit's reset header, ``{}`` standing for the limit
+        (``x-ratelimit-reset-{}``); ``remaining`` likewise for its remaining count.
+    :param parse: a reset header's value → seconds from now (``None``: not valid), e.g.
+        :func:`parse_duration` or :func:`seconds_until`.
+    """
+    binding: list[float] = []
+    other: list[float] = []
+    for limit in limits:
+        value = headers.get(reset.format(limit))
+        seconds = parse(value) if value else None
+        if seconds is None:
+            continue
+        left = headers.get(remaining.format(limit))
+        (binding if left is not None and left.strip() == "0" else other).append(seconds)
+    chosen = binding or other
+    return max(chosen) if chosen else None
+
+
+def error_body(body: bytes) -> Any:
+    """An error answer's body, parsed: its JSON, or, for a body that is not JSON (an edge
+    proxy's HTML page, nothing at all), ``{"message": its text or "empty body"}``, the shape
+    vendors use, so that one reader of error bodies serves both."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"message": body.decode("utf-8", "replace").strip() or "empty body"}
+
+
+def quota_exhausted(message: str, reason: str, *, status_code: int | None) -> RateLimitedError:
+    """A rate-limit error that waiting cannot lift within a run (an exhausted quota, a spend
+    cap, billing): reported as ``rate_limited``, but not retried. Its message is
+    ``"{message} ({reason}: not retried)"``."""
+    error = RateLimitedError(f"{message} ({reason}: not retried)", status_code=status_code)
+    error.retryable = False
+    return error
+
+
 def seconds_until(timestamp: str, *, now: float | None = None) -> float | None:
     """Seconds from ``now`` (default the current time) until an RFC 3339 timestamp such as
     ``2026-01-01T00:00:30Z``, never below 0; ``None`` when it is not one with a time zone."""
@@ -238,3 +354,54 @@ def seconds_until(timestamp: str, *, now: float | None = None) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def answer_chunks(answer: ProviderResponse) -> list[StreamChunk]:
+    """A whole answer as the chunks of a stream: its text (when there is any), then the
+    closing chunk (usage, finish reason, model, id). For servers that answer a streaming
+    request with one JSON body."""
+    closing = StreamChunk(usage=answer.usage, finish_reason=answer.finish_reason,
+                          model=answer.model, response_id=answer.response_id)  # fmt: skip
+    return [StreamChunk(text=answer.text), closing] if answer.text else [closing]
+
+
+async def sse_text_chunks(
+    response: httpx.Response,
+    fold: Callable[[str, bytes], str | None],
+    *,
+    ended: Callable[[], bool] | None = None,
+) -> AsyncIterator[StreamChunk]:
+    """The text chunks of an SSE body, each yielded as soon as its event is complete.
+
+    ``fold(event, data)`` gets every event (its name, ``""`` when unnamed, and its data),
+    folds it into the caller's state, and returns its answer text (``""`` or ``None``
+    when it has none); an error event should raise. Texts before a failing event are
+    yielded first. Once ``ended()`` (the vendor's end event was folded), later events are
+    not decoded, but the body is still read to its end so that the connection goes back
+    to the pool. Without ``ended``, the end of the body ends the stream.
+
+    The caller owns ``response`` and what follows: telling a complete stream from a
+    truncated one, and its closing chunk (usage, finish reason).
+    """
+    decoder = SSEDecoder()
+    done = ended or _never
+    async for raw in response.aiter_bytes():
+        if not done():
+            for chunk in _fold_events(decoder.feed(raw), fold, done):
+                yield chunk
+    for chunk in _fold_events(decoder.close(), fold, done):
+        yield chunk
+
+
+def _fold_events(events: list[tuple[str, bytes]], fold: Callable[[str, bytes], str | None],
+                 ended: Callable[[], bool]) -> Iterator[StreamChunk]:  # fmt: skip
+    for event, data in events:
+        if ended():
+            return
+        text = fold(event, data)
+        if text:
+            yield StreamChunk(text=text)
+
+
+def _never() -> bool:
+    return False

@@ -215,7 +215,12 @@ class StreamChunk:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """An evaluator's judgement. ``error`` marks an evaluator that could not judge,
-    which never counts as a pass."""
+    which never counts as a pass.
+
+    ``cost_usd``, ``input_tokens`` and ``output_tokens`` are what the evaluator itself
+    spent calling a model (an LLM judge), kept apart from the tested model's cost and
+    usage on the :class:`TestResult`; ``None`` for evaluators that call nothing.
+    """
 
     evaluator: str
     passed: bool
@@ -223,6 +228,8 @@ class Verdict:
     detail: str = ""
     error: bool = False
     cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 class Status(enum.StrEnum):
@@ -283,6 +290,13 @@ class TestResult:
     def key(self) -> str:
         return self.item.key
 
+    @property
+    def evaluation_cost_usd(self) -> float:
+        """What the evaluators spent judging the answer (LLM judges), apart from
+        ``cost_usd``; 0 when none has a cost."""
+        return sum((v.cost_usd for v in self.verdicts if v.cost_usd is not None), 0.0) \
+            if self.verdicts else 0.0
+
     def with_status(self, status: Status) -> TestResult:
         """A copy with another status (used when a run is cancelled or skipped)."""
         return replace(self, status=status)
@@ -330,6 +344,8 @@ class GroupStats:
     Latency, TTFT and ITL cover tests that got a response; ``duration`` covers every
     test (``total_ms``: retries and backoff included), as test-bench's duration did.
     ``cost_usd`` sums the priced tests; ``unpriced_tests`` counts those without a price.
+    ``evaluation_cost_usd`` sums what evaluators spent judging the answers (LLM judges'
+    calls), apart from ``cost_usd``, the tested models' cost.
     ``output_tokens_per_s`` is total output tokens over total latency seconds.
     """
 
@@ -354,6 +370,7 @@ class GroupStats:
     cost_usd: float = 0.0
     unpriced_tests: int = 0
     output_tokens_per_s: float | None = None
+    evaluation_cost_usd: float = 0.0
 
     @property
     def total_tokens(self) -> int:

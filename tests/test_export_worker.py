@@ -238,7 +238,7 @@ async def test_a_failing_worker_becomes_a_warning_and_the_export_is_done_in_proc
     host = load_plugins(env={}, extra_plugins=[("memo", plugin)])
     fleet_dir.manifest["providers"] = [{"id": "simulated:fast",
                                         "params": {"zero_latency": True}}]
-    fleet_dir.manifest["output"]["formats"] = ["jsonl", "memo"]
+    fleet_dir.manifest["output"].update(formats=["jsonl", "memo"], generate_reports=False)
     outcome = await _run(fleet_dir, host, tmp_path / "state", export_worker_min_tests=ALWAYS)
     assert outcome.status is RunStatus.COMPLETED
     (warning,) = [w for w in outcome.warnings if "export worker failed" in w]

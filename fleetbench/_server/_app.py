@@ -101,7 +101,8 @@ class FleetBenchServer:
         intake = Intake(host, config.cache_dir, DataRoots(config.data_roots))
         self._manager = RunManager(self._store, host, intake, self._run_keys, config.limits,
                                    stream_buffer=config.stream_buffer,
-                                   run_subscribers=[("metrics", self.metrics.results)])
+                                   run_subscribers=[("metrics", self.metrics.results)],
+                                   executor=config.executor)
         interceptors = [self.metrics.interceptor()]
         if config.auth_token:
             interceptors.append(BearerTokenInterceptor(config.auth_token))

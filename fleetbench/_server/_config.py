@@ -51,6 +51,8 @@ class ServerConfig:
         falls further behind reads from the run store until it has caught up.
     :param metrics_port: serve Prometheus metrics over HTTP at ``/metrics`` on this port
         of ``host`` (0: a free one); ``None``: no metrics endpoint.
+    :param executor: the executor plugin of every run (``--executor``), instead of each
+        manifest's ``global_settings.executor``; not part of a run's id.
     """
 
     state_dir: Path
@@ -65,3 +67,4 @@ class ServerConfig:
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     stream_buffer: int = DEFAULT_STREAM_BUFFER
     metrics_port: int | None = None
+    executor: str | None = None

@@ -139,7 +139,8 @@ def result_message(seq: int, result: TestResult, *, save_responses: bool) -> pb.
         finish_reason=(response.finish_reason or "") if response else "",
         error=result.error or "", error_kind=result.error_kind or "",
         verdicts=[pb.Verdict(evaluator=v.evaluator, passed=v.passed, score=v.score,
-                             detail=v.detail, error=v.error, cost_usd=v.cost_usd)
+                             detail=v.detail, error=v.error, cost_usd=v.cost_usd,
+                             input_tokens=v.input_tokens, output_tokens=v.output_tokens)
                   for v in result.verdicts],
         started_at=_result_timestamp(result.started_at),
         finished_at=_result_timestamp(result.finished_at),
@@ -185,7 +186,8 @@ def _stored_verdicts(verdicts: Iterable[Mapping[str, Any]]) -> Any:
     """Stored verdicts as the fields of Verdict messages (dicts: a constructor takes
     them for a repeated message field, cheaper than building each message)."""
     return [{"evaluator": v["evaluator"], "passed": v["passed"], "score": v["score"],
-             "detail": v["detail"], "error": v["error"], "cost_usd": v["cost_usd"]}
+             "detail": v["detail"], "error": v["error"], "cost_usd": v["cost_usd"],
+             "input_tokens": v.get("input_tokens"), "output_tokens": v.get("output_tokens")}
             for v in verdicts]
 
 
@@ -326,6 +328,7 @@ def group_summary(stats: GroupStats, exact: bool) -> pb.Summary:
         output_tokens=stats.output_tokens, cached_input_tokens=stats.cached_input_tokens,
         cost_usd=stats.cost_usd if priced else None, unpriced_tests=stats.unpriced_tests,
         output_tokens_per_s=stats.output_tokens_per_s,
+        evaluation_cost_usd=stats.evaluation_cost_usd,
     )
 
 

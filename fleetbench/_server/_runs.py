@@ -82,12 +82,15 @@ class RunManager:
 
     :param run_subscribers: more lossless bus subscribers of every run (the server's
         metrics), after the run's gRPC streams.
+    :param executor: the executor of every run instead of its manifest's.
     """
 
     def __init__(self, store: RunStore, host: PluginHost, intake: Intake, run_keys: RunKeys,
                  limits: Limits, *, stream_buffer: int,
-                 run_subscribers: Sequence[tuple[str, Subscriber]] = ()) -> None:
+                 run_subscribers: Sequence[tuple[str, Subscriber]] = (),
+                 executor: str | None = None) -> None:
         self.store = store
+        self._executor = executor
         self._stream_buffer = stream_buffer
         self._run_subscribers = tuple(run_subscribers)
         self.host = host
@@ -238,7 +241,7 @@ class RunManager:
                 cancel=execution.cancel,
                 subscribers=[("grpc-streams", execution.channel), *self._run_subscribers],
                 live=execution.channel.aggregator,
-                interrupted=lambda: execution.interrupting)
+                interrupted=lambda: execution.interrupting, executor=self._executor)
             ended = True
             execution.warnings = outcome.warnings
             record = await asyncio.to_thread(self._settle, execution, outcome.status)

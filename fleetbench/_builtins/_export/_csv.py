@@ -45,6 +45,7 @@ _COMMON_EXTRAS: tuple[Column, ...] = (
     *_STATUS, ("error_rate", ".4"), ("p90_duration_ms", ".2"), *_METRICS,
     ("input_tokens", "d"), ("output_tokens", "d"), ("cached_input_tokens", "d"),
     ("retries", "d"), ("unpriced_tests", "d"), ("output_tokens_per_s", ".2"),
+    ("evaluation_cost_usd", ".6"),
 )
 _DURATIONS: tuple[Column, ...] = (("avg_duration_ms", ".2"), ("p50_duration_ms", ".2"),
                                   ("p95_duration_ms", ".2"), ("p99_duration_ms", ".2"))

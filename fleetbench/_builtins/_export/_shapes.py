@@ -125,6 +125,7 @@ def _additions(stats: GroupStats) -> dict[str, Any]:
         "cached_input_tokens": stats.cached_input_tokens,
         "unpriced_tests": stats.unpriced_tests,
         "output_tokens_per_s": fixed(stats.output_tokens_per_s),
+        "evaluation_cost_usd": _or_zero(stats.evaluation_cost_usd),
     }
 
 
@@ -273,7 +274,8 @@ def testbench_result(result: TestResult, *, save_responses: bool) -> dict[str, A
         "tokens_estimated": usage.estimated if usage else None,
         "cost_usd": finite(result.cost_usd),
         "verdicts": [{"evaluator": v.evaluator, "passed": v.passed, "score": finite(v.score),
-                      "detail": v.detail, "error": v.error, "cost_usd": finite(v.cost_usd)}
+                      "detail": v.detail, "error": v.error, "cost_usd": finite(v.cost_usd),
+                      "input_tokens": v.input_tokens, "output_tokens": v.output_tokens}
                      for v in result.verdicts],
         "error_kind": result.error_kind,
         "cached": result.cached,

@@ -80,9 +80,9 @@ class Triple(NamedTuple):
 class TripleStats:
     """Running totals and metric columns of one triple; :meth:`stats` finishes them."""
 
-    __slots__ = ("_cached", "_cost", "_counts", "_duration", "_input", "_itl", "_latency",
-                 "_latency_s_with_output", "_output", "_output_with_latency", "_queue",
-                 "_retries", "_ttft", "_unpriced")
+    __slots__ = ("_cached", "_cost", "_counts", "_duration", "_evaluation_cost", "_input",
+                 "_itl", "_latency", "_latency_s_with_output", "_output",
+                 "_output_with_latency", "_queue", "_retries", "_ttft", "_unpriced")
 
     def __init__(self) -> None:
         self._counts = dict.fromkeys(Status, 0)
@@ -94,6 +94,7 @@ class TripleStats:
         self._retries = 0
         self._input = self._output = self._cached = 0
         self._cost = 0.0
+        self._evaluation_cost = 0.0
         self._unpriced = 0
         self._output_with_latency = 0
         self._latency_s_with_output = 0.0
@@ -117,6 +118,7 @@ class TripleStats:
                 self._unpriced += 1
         if result.cost_usd is not None:
             self._cost += result.cost_usd
+        self._evaluation_cost += result.evaluation_cost_usd
 
     def _add_timings(self, result: TestResult) -> None:
         """Latency, TTFT and ITL count for the tests that have them, as in the run
@@ -159,6 +161,7 @@ class TripleStats:
             cost_usd=self._cost,
             unpriced_tests=self._unpriced,
             output_tokens_per_s=tokens_per_s,
+            evaluation_cost_usd=self._evaluation_cost,
         )
 
     @property

@@ -1,27 +1,22 @@
 """Helpers for the plugin's tests: a provider config holding the test key, a fake Cohere
-demanding it, and a one-repository fleet run through fleetbench's real engine (planner,
-executor with retries, store, exporters).
+demanding it, and a fleet run through fleetbench's real engine (planner, executor with
+retries, store, exporters) with the key in its environment.
 
 A uniquely named module (not ``conftest``) so that test modules can import it without
 clashing with other plugins' helpers collected in the same session."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fleetbench._plugins import PluginHost
-from fleetbench._prepare import prepare_file
-from fleetbench._runner import execute_run
-from fleetbench._store import RunStore
 from fleetbench.plugin import ProviderConfig, Secret
 from fleetbench.records import GenerationSettings, ProviderRequest
-from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault
+from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault, run_fleet
 
-__all__ = ["KEY", "KEY_ENV", "MODEL", "assert_no_key_under", "config", "fake", "request",
-           "run_fleet"]  # fmt: skip
+__all__ = ["KEY", "KEY_ENV", "MODEL", "config", "fake", "request", "run"]
 
 KEY = "co-test-0123456789abcdefSECRET"
 """The API key every test uses; no error, log or artifact may ever contain it."""
@@ -50,34 +45,12 @@ def fake(*faults: Fault, capture: bool = False, **knobs: Any) -> FakeVendorServe
                             config=FakeVendorConfig(faults=faults, api_key=KEY, **knobs))
 
 
-async def run_fleet(root: Path, host: PluginHost, providers: Sequence[Mapping[str, Any]], *,
-                    max_retries: int = 3) -> list[dict[str, Any]]:
-    """Run one test ("Say hello") against each provider entry (``api_key_env`` filled in)
-    and return the rows of ``results.jsonl``."""
-    dataset = {"name": "chat", "version": "1",
-               "test_cases": [{"id": "t0", "prompt": "Say hello", "expected": "Hello"}]}
-    (root / "repo" / "datasets").mkdir(parents=True)
-    (root / "repo" / "datasets" / "chat.json").write_text(json.dumps(dataset))
-    manifest = {
-        "fleet_id": "cohere-plugin-test", "version": "1.0",
-        "repositories": [{"repo_id": "repo", "path": "repo", "scenarios": ["chat"]}],
-        "providers": [{"api_key_env": KEY_ENV, **p} for p in providers],
-        "scenario_profiles": {"chat": {"dataset": "chat", "settings": {
-            "temperature": 0, "max_tokens": 64, "top_p": 1, "system": "Be terse."}}},
-        "output": {"base_dir": "./out", "formats": ["jsonl"]},
-        "global_settings": {"max_retries": max_retries, "test_timeout_seconds": 20},
-    }
-    path = root / "fleet.json"
-    path.write_text(json.dumps(manifest))
-    prepared = prepare_file(path, host=host, cache_dir=root / "cache")
-    with RunStore(root / "state") as store:
-        outcome = await execute_run(prepared, host=host, store=store, env={KEY_ENV: KEY})
-    return [json.loads(line) for line in
-            (outcome.output_dir / "results.jsonl").read_text().splitlines()]
-
-
-def assert_no_key_under(root: Path) -> None:
-    """No file under ``root`` (artifacts, run store) contains :data:`KEY`."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
+async def run(root: Path, host: PluginHost, providers: Sequence[Mapping[str, Any]], *,
+              max_retries: int = 3) -> list[dict[str, Any]]:
+    """Run one test ("Say hello", with ``top_p: 1`` and a system prompt) against each
+    provider entry, its key read from :data:`KEY_ENV`; the rows of ``results.jsonl``."""
+    fleet = await run_fleet(
+        root, [{"api_key_env": KEY_ENV, **p} for p in providers], host=host,
+        settings={"temperature": 0, "max_tokens": 64, "top_p": 1, "system": "Be terse."},
+        global_settings={"max_retries": max_retries}, env={KEY_ENV: KEY})
+    return fleet.rows

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cohere_support import KEY, MODEL, assert_no_key_under, fake, run_fleet
+from cohere_support import KEY, MODEL, fake, run
 
 from fleetbench._plugins import PluginHost
-from fleetbench.testing import FakeVendorServer, Fault
+from fleetbench.testing import FakeVendorServer, Fault, assert_secret_absent
 
 
 def _entry(server: FakeVendorServer, **extra: Any) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def _gap_s(server: FakeVendorServer, before: int) -> float:
 async def test_a_429_with_retry_after_ms_is_waited_out_then_succeeds(
         tmp_path: Path, host: PluginHost) -> None:
     async with fake(Fault.rate_limited({"retry-after-ms": "300"})) as server:
-        (row,) = await run_fleet(tmp_path, host, [_entry(server)])
+        (row,) = await run(tmp_path, host, [_entry(server)])
     assert server.requests == 2
     assert (row["status"], row["retries"]) == ("passed", 1)
     assert row["total_ms"] >= 300  # the executor slept at least the vendor's hint
@@ -46,7 +46,7 @@ async def test_retry_after_seconds_reset_time_and_5xx_are_retried(
               Fault.http_error(500, message="internal server error"),
               Fault.http_error(499, message="request cancelled"))
     async with fake(*faults) as server:
-        (row,) = await run_fleet(tmp_path, host, [_entry(server)], max_retries=4)
+        (row,) = await run(tmp_path, host, [_entry(server)], max_retries=4)
     assert server.requests == 5
     assert (row["status"], row["retries"]) == ("passed", 4)
     assert _gap_s(server, 0) >= 0.2
@@ -70,7 +70,7 @@ async def test_retry_after_seconds_reset_time_and_5xx_are_retried(
 async def test_errors_that_cannot_heal_are_tried_once(tmp_path: Path, host: PluginHost,
                                                       fault: Fault, kind: str) -> None:
     async with fake(fault) as server:
-        (row,) = await run_fleet(tmp_path, host, [_entry(server)])
+        (row,) = await run(tmp_path, host, [_entry(server)])
     assert server.requests == 1
     assert (row["status"], row["error_kind"], row["retries"]) == ("error", kind, 0)
     assert KEY not in row["error"]
@@ -78,7 +78,7 @@ async def test_errors_that_cannot_heal_are_tried_once(tmp_path: Path, host: Plug
 
 async def test_retries_give_up_after_max_retries(tmp_path: Path, host: PluginHost) -> None:
     async with fake(*[Fault.http_error(503)] * 5) as server:
-        (row,) = await run_fleet(tmp_path, host, [_entry(server, max_retries=2)])
+        (row,) = await run(tmp_path, host, [_entry(server, max_retries=2)])
     assert server.requests == 3
     assert (row["status"], row["error_kind"], row["retries"]) == ("error", "transient", 2)
 
@@ -89,7 +89,7 @@ async def test_streaming_ttft_is_the_first_text_and_itl_comes_from_usage(
     # tokens in chunks of 4, 40 ms apart: 3 gaps = 120 ms between the first and the last
     # token, 8 ms per token over the 15 token gaps (40 ms if chunks were counted).
     async with fake(output_tokens=16, tokens_per_chunk=4, ttft_ms=60, itl_ms=40) as server:
-        (row,) = await run_fleet(tmp_path, host, [_entry(server, stream=True)])
+        (row,) = await run(tmp_path, host, [_entry(server, stream=True)])
     assert row["status"] == "passed"
     assert (row["output_tokens"], row["tokens_estimated"]) == (16, False)
     assert 120 / 15 <= row["itl_ms"] < 40
@@ -103,7 +103,7 @@ async def test_truncated_stream_and_failed_generation_are_retried(
     faults = (Fault.truncated(after_chunks=2),
               Fault.stream_error(after_chunks=1, message="internal error"))
     async with fake(*faults, output_tokens=4) as server:
-        (row,) = await run_fleet(tmp_path, host, [_entry(server, stream=True)])
+        (row,) = await run(tmp_path, host, [_entry(server, stream=True)])
     assert server.requests == 3
     assert (row["status"], row["retries"]) == ("passed", 2)
     assert row["response"] == "Hello from the fake"  # no text from the failed attempts
@@ -116,10 +116,10 @@ async def test_the_key_appears_in_no_error_log_or_artifact(
     leaky = Fault.http_error(401, message=f"invalid api token {KEY}")
     stream_leak = Fault.stream_error(message=f"too many tokens for key {KEY}")
     async with fake(leaky, stream_leak) as server:
-        rows = await run_fleet(tmp_path, host, [
+        rows = await run(tmp_path, host, [
             _entry(server), _entry(server, id="cohere:command-fake-2", stream=True)])
     assert {r["error_kind"] for r in rows} == {"authentication", "context_length"}
     assert all("***" in r["error"] for r in rows)
     captured = capsys.readouterr()
     assert KEY not in caplog.text + captured.out + captured.err
-    assert_no_key_under(tmp_path)
+    assert_secret_absent(tmp_path, KEY)

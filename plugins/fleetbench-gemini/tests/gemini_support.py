@@ -1,23 +1,21 @@
-"""Helpers for the plugin's tests: a provider config holding a known key, and a
-one-repository fleet aimed at a fake Gemini, run through fleetbench's real engine
-(planner, executor with retries, store, exporters).
+"""Helpers for the plugin's tests: a provider config holding a known key, a fake Gemini
+demanding it, and a fleet run through fleetbench's real engine (planner, executor with
+retries, store, exporters) with the key in its environment.
 
 A uniquely named module (not ``conftest``) so that test modules can import it without
 clashing with other plugins' helpers collected in the same session."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fleetbench._plugins import PluginHost
-from fleetbench._prepare import prepare_file
-from fleetbench._runner import RunOutcome, execute_run
-from fleetbench._store import RunStore
 from fleetbench.plugin import ProviderConfig, Secret
-from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault
+from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault, run_fleet
+
+__all__ = ["KEY", "KEY_ENV", "MODEL", "config", "fake", "run"]
 
 KEY = "AIzaSy-test-0123456789SECRET"
 """The API key every test uses; no URL, error, log or artifact may ever contain it."""
@@ -37,38 +35,11 @@ def fake(*faults: Fault, capture: bool = False, **knobs: Any) -> FakeVendorServe
                                                               **knobs), capture=capture)
 
 
-async def run_fleet(root: Path, host: PluginHost, providers: Sequence[Mapping[str, Any]], *,
-                    max_retries: int = 3) -> list[dict[str, Any]]:
-    """Run one test ("Say hello", expecting "Hello") per provider entry; the rows of
-    ``results.jsonl``. The entries get ``api_key_env`` = :data:`KEY_ENV`."""
-    dataset = {"name": "chat", "version": "1",
-               "test_cases": [{"id": "t0", "prompt": "Say hello", "expected": "Hello"}]}
-    (root / "repo" / "datasets").mkdir(parents=True)
-    (root / "repo" / "datasets" / "chat.json").write_text(json.dumps(dataset))
-    manifest = {
-        "fleet_id": "gemini-plugin-test", "version": "1.0",
-        "repositories": [{"repo_id": "repo", "path": "repo", "scenarios": ["chat"]}],
-        "providers": [{"api_key_env": KEY_ENV, **p} for p in providers],
-        "scenario_profiles": {"chat": {"dataset": "chat",
-                                       "settings": {"temperature": 0, "max_tokens": 64}}},
-        "output": {"base_dir": "./out", "formats": ["jsonl"]},
-        "global_settings": {"max_retries": max_retries, "test_timeout_seconds": 20},
-    }
-    path = root / "fleet.json"
-    path.write_text(json.dumps(manifest))
-    prepared = prepare_file(path, host=host, cache_dir=root / "cache")
-    with RunStore(root / "state") as store:
-        outcome: RunOutcome = await execute_run(prepared, host=host, store=store,
-                                                env={KEY_ENV: KEY})
-    lines = (outcome.output_dir / "results.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def assert_no_key_under(root: Path) -> None:
-    """No file under ``root`` (artifacts, run store) contains :data:`KEY`."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
-
-
-__all__ = ["KEY", "KEY_ENV", "MODEL", "assert_no_key_under", "config", "fake", "run_fleet"]
+async def run(root: Path, host: PluginHost, providers: Sequence[Mapping[str, Any]], *,
+              max_retries: int = 3) -> list[dict[str, Any]]:
+    """Run one test ("Say hello", expecting "Hello") against each provider entry, its key
+    read from :data:`KEY_ENV`; the rows of ``results.jsonl``."""
+    fleet = await run_fleet(root, [{"api_key_env": KEY_ENV, **p} for p in providers],
+                            host=host, global_settings={"max_retries": max_retries},
+                            env={KEY_ENV: KEY})
+    return fleet.rows

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai_support import KEY, Fleet, assert_no_key_under
+from openai_support import KEY, run
 
 from fleetbench._plugins import PluginHost
-from fleetbench.records import RunStatus
-from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault
+from fleetbench.testing import FakeVendorConfig, FakeVendorServer, Fault, assert_secret_absent
 
 
 def _server(*faults: Fault, **knobs: Any) -> FakeVendorServer:
@@ -25,13 +24,14 @@ def _entry(server: FakeVendorServer, **extra: Any) -> dict[str, Any]:
 async def test_a_429_with_retry_after_ms_is_waited_out_then_succeeds(
         tmp_path: Path, host: PluginHost) -> None:
     async with _server(Fault.rate_limited({"retry-after-ms": "300"})) as server:
-        outcome, (row,) = await Fleet(tmp_path, [_entry(server)]).run(host)
+        fleet = await run(tmp_path, host, [_entry(server)])
+    (row,) = fleet.rows
     assert server.requests == 2
     assert (row["status"], row["retries"]) == ("passed", 1)
     assert row["total_ms"] >= 300  # the executor slept at least the vendor's hint
     gap = server.trace[1].received - server.trace[0].last_byte
     assert gap >= 0.3
-    assert outcome.status is RunStatus.COMPLETED
+    assert fleet.status == "completed"
 
 
 async def test_retry_after_seconds_and_5xx_are_retried(tmp_path: Path,
@@ -39,7 +39,7 @@ async def test_retry_after_seconds_and_5xx_are_retried(tmp_path: Path,
     faults = (Fault.http_error(503, message="overloaded", headers={"Retry-After": "0.2"}),
               Fault.http_error(500), Fault.http_error(529, message="overloaded"))
     async with _server(*faults) as server:
-        _, (row,) = await Fleet(tmp_path, [_entry(server)]).run(host)
+        (row,) = (await run(tmp_path, host, [_entry(server)])).rows
     assert server.requests == 4
     assert (row["status"], row["retries"]) == ("passed", 3)
     assert server.trace[1].received - server.trace[0].last_byte >= 0.2
@@ -61,7 +61,7 @@ async def test_retry_after_seconds_and_5xx_are_retried(tmp_path: Path,
 async def test_errors_that_cannot_heal_are_tried_once(tmp_path: Path, host: PluginHost,
                                                       fault: Fault, kind: str) -> None:
     async with _server(fault) as server:
-        _, (row,) = await Fleet(tmp_path, [_entry(server)]).run(host)
+        (row,) = (await run(tmp_path, host, [_entry(server)])).rows
     assert server.requests == 1
     assert (row["status"], row["error_kind"], row["retries"]) == ("error", kind, 0)
     assert KEY not in row["error"]
@@ -70,7 +70,7 @@ async def test_errors_that_cannot_heal_are_tried_once(tmp_path: Path, host: Plug
 async def test_retries_give_up_after_max_retries(tmp_path: Path, host: PluginHost) -> None:
     faults = [Fault.http_error(500)] * 5
     async with _server(*faults) as server:
-        _, (row,) = await Fleet(tmp_path, [_entry(server, max_retries=2)]).run(host)
+        (row,) = (await run(tmp_path, host, [_entry(server, max_retries=2)])).rows
     assert server.requests == 3
     assert (row["status"], row["error_kind"], row["retries"]) == ("error", "transient", 2)
 
@@ -81,7 +81,7 @@ async def test_streaming_itl_comes_from_usage_not_chunk_count(tmp_path: Path,
     # and the last token, which is 8 ms per token over the 15 token gaps.
     async with _server(output_tokens=16, tokens_per_chunk=4, ttft_ms=30,
                        itl_ms=40) as server:
-        _, (row,) = await Fleet(tmp_path, [_entry(server, stream=True)]).run(host)
+        (row,) = (await run(tmp_path, host, [_entry(server, stream=True)])).rows
     assert row["status"] == "passed"
     assert row["output_tokens"] == 16
     assert not row["tokens_estimated"]
@@ -96,7 +96,7 @@ async def test_truncated_stream_and_error_in_stream_are_retried(tmp_path: Path,
                                                                 host: PluginHost) -> None:
     faults = (Fault.truncated(after_chunks=2), Fault.stream_error(after_chunks=1))
     async with _server(*faults, output_tokens=4) as server:
-        _, (row,) = await Fleet(tmp_path, [_entry(server, stream=True)]).run(host)
+        (row,) = (await run(tmp_path, host, [_entry(server, stream=True)])).rows
     assert server.requests == 3
     assert (row["status"], row["retries"]) == ("passed", 2)
     assert row["response"] == "Hello from the fake"  # no text from failed attempts
@@ -110,11 +110,10 @@ async def test_the_key_appears_in_no_error_log_or_artifact(
     stream_leak = Fault.stream_error(message=f"echo {KEY}", code="invalid_api_key",
                                      error_type="authentication_error")
     async with _server(leaky, stream_leak) as server:
-        fleet = Fleet(tmp_path, [_entry(server), _entry(server, id="openai:fake-2",
-                                                        stream=True)])
-        _, rows = await fleet.run(host)
+        rows = (await run(tmp_path, host, [
+            _entry(server), _entry(server, id="openai:fake-2", stream=True)])).rows
     assert {r["error_kind"] for r in rows} == {"authentication"}
     assert all("***" in r["error"] for r in rows)
     captured = capsys.readouterr()
     assert KEY not in caplog.text + captured.out + captured.err
-    assert_no_key_under(tmp_path)
+    assert_secret_absent(tmp_path, KEY)

@@ -26,7 +26,14 @@ from fleetbench.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from fleetbench.providerkit import clip, retry_after_headers, seconds_until
+from fleetbench.providerkit import (
+    clip,
+    error_body,
+    quota_exhausted,
+    rate_limit_reset,
+    retry_after_headers,
+    seconds_until,
+)
 
 __all__ = ["error_from_payload", "error_from_response", "retry_after_s"]
 
@@ -58,17 +65,9 @@ def retry_after_s(headers: Mapping[str, str], *, status: int | None,
     hint = retry_after_headers(headers, now=now)
     if hint is not None or status != 429:
         return hint
-    binding: list[float] = []
-    other: list[float] = []
-    for limit in _LIMITS:
-        reset = headers.get(f"anthropic-ratelimit-{limit}-reset")
-        seconds = seconds_until(reset, now=now) if reset else None
-        if seconds is None:
-            continue
-        remaining = headers.get(f"anthropic-ratelimit-{limit}-remaining")
-        (binding if remaining is not None and remaining.strip() == "0" else other).append(seconds)
-    chosen = binding or other
-    return max(chosen) if chosen else None
+    return rate_limit_reset(headers, _LIMITS, reset="anthropic-ratelimit-{}-reset",
+                            remaining="anthropic-ratelimit-{}-remaining",
+                            parse=lambda value: seconds_until(value, now=now))  # fmt: skip
 
 
 def _describe(payload: Any) -> tuple[str, str | None, str | None]:
@@ -92,11 +91,7 @@ def _describe(payload: Any) -> tuple[str, str | None, str | None]:
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *,
                         secret: str | None) -> ProviderError:  # fmt: skip
     """The error for a non-2xx HTTP answer."""
-    try:
-        payload: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:  # an edge proxy's page, or nothing
-        payload = {"message": body.decode("utf-8", "replace").strip() or "empty body"}
-    message, etype, code = _describe(payload)
+    message, etype, code = _describe(error_body(body))
     error = _classify(status, message, etype, code, retry_after_s(headers, status=status),
                       secret)
     should = headers.get("x-should-retry", "").strip().lower()
@@ -124,9 +119,7 @@ def _classify(status: int | None, message: str, etype: str | None, code: str | N
     if kind == "rate_limit_error":
         if code in _SPEND_CAPS and retry_after is None:
             # The account's spend cap: waiting for a rate window cannot lift it.
-            error = RateLimitedError(text + " (spend limit: not retried)", status_code=status)
-            error.retryable = False
-            return error
+            return quota_exhausted(text, "spend limit", status_code=status)
         return RateLimitedError(text, status_code=status, retry_after_s=retry_after)
     if kind in _AUTH_TYPES:
         return AuthenticationError(text, status_code=status)

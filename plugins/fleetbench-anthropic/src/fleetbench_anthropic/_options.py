@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fleetbench.plugin import ProviderConfig
-from fleetbench.providerkit import check_sampling_params, extra_headers
+from fleetbench.providerkit import check_sampling_params, extra_headers, int_param
 
 __all__ = [
     "ANTHROPIC_DEFAULT_BASE_URL",
@@ -69,9 +69,7 @@ class Options:
                 "the model comes from the provider id, messages from the dataset, stream "
                 "from the manifest")
             raise ValueError(f"param {reserved[0]!r} is set by the plugin ({hint})")
-        top_k = params.get("top_k")
-        if top_k is not None and not _positive_int(top_k, minimum=0):
-            raise ValueError("param 'top_k' must be an integer >= 0")
+        int_param(params, "top_k", minimum=0)
         version = params.get("anthropic_version", DEFAULT_ANTHROPIC_VERSION)
         if not isinstance(version, str) or not version.strip():
             raise ValueError("param 'anthropic_version' must be a non-empty string, "
@@ -81,17 +79,8 @@ class Options:
         if beta:
             headers["anthropic-beta"] = beta
         headers.update(extra_headers(params.get("headers"), forbidden=_PLUGIN_HEADERS))
-        default_max_tokens = params.get("default_max_tokens", DEFAULT_MAX_TOKENS)
-        if not _positive_int(default_max_tokens):
-            raise ValueError("param 'default_max_tokens' must be an integer >= 1")
-        cap = params.get("max_connections")
-        if cap is not None and not _positive_int(cap):
-            raise ValueError("param 'max_connections' must be an integer >= 1")
-        return cls(headers, default_max_tokens, cap)
-
-
-def _positive_int(value: Any, minimum: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        return cls(headers, int_param(params, "default_max_tokens", default=DEFAULT_MAX_TOKENS),
+                   int_param(params, "max_connections"))
 
 
 def _beta(value: Any) -> str:

@@ -11,14 +11,14 @@ event inside a 200 stream, JSON that does not parse, a body that ends without
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
 
 from fleetbench.errors import TransientProviderError
 from fleetbench.plugin import Provider, ProviderConfig
-from fleetbench.providerkit import SSEDecoder, load_json
+from fleetbench.providerkit import answer_chunks, http_timeout, load_json, sse_text_chunks
 from fleetbench.records import ProviderRequest, ProviderResponse, StreamChunk
 
 from ._errors import error_from_payload, error_from_response
@@ -27,7 +27,6 @@ from ._wire import StreamState, build_body, parse_message
 
 __all__ = ["AnthropicProvider"]
 
-CONNECT_TIMEOUT_S = 10.0
 _VENDOR = "anthropic"
 
 
@@ -47,8 +46,7 @@ class AnthropicProvider(Provider):
         self._headers = {"content-type": "application/json", **self.options.headers}
         if self._secret:
             self._headers["x-api-key"] = self._secret
-        self._timeout = httpx.Timeout(config.timeout_s,
-                                      connect=min(config.timeout_s, CONNECT_TIMEOUT_S))
+        self._timeout = http_timeout(config.timeout_s)
 
     def _content(self, request: ProviderRequest, *, stream: bool) -> bytes:
         return orjson.dumps(build_body(self.config.model, request.prompt, request.settings,
@@ -82,20 +80,18 @@ class AnthropicProvider(Provider):
                 raise error_from_response(response.status_code, await response.aread(),
                                           response.headers, secret=self._secret)
             if "event-stream" not in response.headers.get("content-type", ""):
-                whole = self._whole(await response.aread())  # a gateway that answered JSON
-                if whole.text:
-                    yield StreamChunk(text=whole.text)
-                yield StreamChunk(usage=whole.usage, finish_reason=whole.finish_reason,
-                                  model=whole.model, response_id=whole.response_id)
-                return
-            decoder = SSEDecoder()
-            state = StreamState(secret=self._secret)
-            async for raw in response.aiter_bytes():
-                if state.finished():
-                    continue  # read to the end, so the connection goes back to the pool
-                for chunk in self._fold(state, decoder.feed(raw)):
+                # A gateway that answered with one whole JSON message.
+                for chunk in answer_chunks(self._whole(await response.aread())):
                     yield chunk
-            for chunk in self._fold(state, decoder.close()):
+                return
+            state = StreamState(secret=self._secret)
+
+            def fold(event: str, data: bytes) -> str:
+                payload = load_json(data, vendor=_VENDOR, what=f"a stream event ({event or '?'})",
+                                    secret=self._secret)  # fmt: skip
+                return state.feed(payload, event)
+
+            async for chunk in sse_text_chunks(response, fold, ended=state.finished):
                 yield chunk
             if not state.finished():
                 raise TransientProviderError(
@@ -103,19 +99,6 @@ class AnthropicProvider(Provider):
                     f"{state.events} event(s)"
                 )
             yield state.final()
-
-    def _fold(self, state: StreamState,
-              events: Iterable[tuple[str, bytes]]) -> Iterator[StreamChunk]:  # fmt: skip
-        """Feed decoded events to ``state`` up to ``message_stop``, yielding each text chunk
-        as it is parsed (lazily: an error event raises after the text before it)."""
-        for event, data in events:
-            if state.finished():
-                return
-            payload = load_json(data, vendor=_VENDOR, what=f"a stream event ({event or '?'})",
-                                secret=self._secret)
-            text = state.feed(payload, event)
-            if text:
-                yield StreamChunk(text=text)
 
     def max_connections(self) -> int | None:
         """The manifest's ``max_connections`` param, if set."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetbench.errors import BadRequestError, MalformedResponseError
+from fleetbench.errors import MalformedResponseError
+from fleetbench.providerkit import request_params
 from fleetbench.records import GenerationSettings, ProviderResponse, StreamChunk, Usage
 
 from ._errors import error_from_payload
@@ -59,12 +60,7 @@ def build_body(model: str, prompt: str, settings: GenerationSettings, *, stream:
         body["top_p"] = settings.top_p
     if settings.stop:
         body["stop_sequences"] = list(settings.stop)
-    for key, value in settings.params.items():
-        if key in CONTROL_PARAMS:
-            continue
-        if key in RESERVED_FIELDS:
-            raise BadRequestError(f"param {key!r} is set by the plugin; remove it from params")
-        body[key] = value
+    body.update(request_params(settings.params, control=CONTROL_PARAMS, owned=RESERVED_FIELDS))
     if stream:
         body["stream"] = True
     return body

@@ -28,7 +28,7 @@ from fleetbench.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from fleetbench.providerkit import clip, retry_after_headers
+from fleetbench.providerkit import clip, error_body, quota_exhausted, retry_after_headers
 
 __all__ = ["VENDOR", "error_from_generation", "error_from_response", "retry_after_s"]
 
@@ -65,10 +65,7 @@ def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> fl
 
 def _message(body: bytes) -> str:
     """The ``message`` of an error body; the raw text when it is not Cohere's JSON."""
-    try:
-        payload: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", "replace").strip() or "empty body"
+    payload = error_body(body)
     if isinstance(payload, dict):
         message = payload.get("message")
         if isinstance(message, str) and message:
@@ -85,14 +82,10 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *,
     if status in _AUTH_STATUSES:
         return AuthenticationError(text, status_code=status)
     if status == 402:
-        error = RateLimitedError(text + " (billing: not retried)", status_code=status)
-        error.retryable = False
-        return error
+        return quota_exhausted(text, "billing", status_code=status)
     if status == 429:
         if _MONTHLY.search(message):
-            error = RateLimitedError(text + " (monthly limit: not retried)", status_code=status)
-            error.retryable = False
-            return error
+            return quota_exhausted(text, "monthly limit", status_code=status)
         return RateLimitedError(text, status_code=status, retry_after_s=hint)
     if status in (400, 413, 422) and _CONTEXT.search(message):
         return ContextLengthError(text, status_code=status)

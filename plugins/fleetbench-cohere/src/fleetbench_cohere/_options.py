@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetbench.plugin import ProviderConfig
-from fleetbench.providerkit import check_sampling_params, extra_headers
+from fleetbench.providerkit import check_sampling_params, extra_headers, int_param
 
 __all__ = [
     "CONTROL_PARAMS",
@@ -79,10 +79,7 @@ class Options:
             if not isinstance(client_name, str) or not client_name.strip():
                 raise ValueError("param 'client_name' must be a non-empty string")
             headers["X-Client-Name"] = client_name.strip()
-        cap = params.get("max_connections")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError("param 'max_connections' must be an integer >= 1")
-        return cls(headers, usage_from, cap)
+        return cls(headers, usage_from, int_param(params, "max_connections"))
 
 
 def check_request_fields(params: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@ reports a failed generation, an event that is not JSON, a body that ends without
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +20,7 @@ import orjson
 
 from fleetbench.errors import MalformedResponseError, ProviderError, TransientProviderError
 from fleetbench.plugin import Provider, ProviderConfig
-from fleetbench.providerkit import SSEDecoder, clip, load_json
+from fleetbench.providerkit import clip, http_timeout, load_json, sse_text_chunks
 from fleetbench.records import ProviderRequest, ProviderResponse, StreamChunk, Usage
 
 from ._errors import VENDOR, error_from_generation, error_from_response
@@ -29,7 +29,6 @@ from ._wire import FAILED_FINISHES, build_body, normalise_finish, parse_chat, us
 
 __all__ = ["CohereProvider", "chat_url"]
 
-CONNECT_TIMEOUT_S = 10.0
 _TEXT_EVENTS = frozenset({"content-start", "content-delta"})
 
 
@@ -60,8 +59,7 @@ class CohereProvider(Provider):
         self._url = chat_url(config.base_url)
         auth = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
         self._headers = {"Content-Type": "application/json", **self.options.headers, **auth}
-        self._timeout = httpx.Timeout(config.timeout_s,
-                                      connect=min(config.timeout_s, CONNECT_TIMEOUT_S))
+        self._timeout = http_timeout(config.timeout_s)
 
     def _content(self, request: ProviderRequest, *, stream: bool) -> bytes:
         return orjson.dumps(build_body(self.config.model, request.prompt, request.settings,
@@ -99,33 +97,17 @@ class CohereProvider(Provider):
                 raise MalformedResponseError(f"{VENDOR}: a streamed answer is not an event "
                                              f"stream ({content_type!r}): {snippet!r}")
             state = _StreamState(self.options.usage_from)
-            decoder = SSEDecoder()
-            ended = False
-            async for raw in response.aiter_bytes():
-                if not ended:  # after message-end, drain so the connection can be reused
-                    for chunk in self._fold(decoder.feed(raw), state):
-                        yield chunk
-                    ended = state.ended
-            if not ended:
-                for chunk in self._fold(decoder.close(), state):
-                    yield chunk
-                if not state.ended:
-                    raise TransientProviderError(
-                        f"{VENDOR}: truncated stream: the body ended without message-end "
-                        f"after {state.events} event(s)"
-                    )
-
-    def _fold(self, events: list[tuple[str, bytes]],
-              state: _StreamState) -> Iterator[StreamChunk]:  # fmt: skip
-        """The chunks of ``events``: one per non-empty text, then the final one at
-        ``message-end`` (events after it are ignored)."""
-        for name, data in events:
-            text = self._event(name, data, state)
-            if text:
-                yield StreamChunk(text=text)
-            if state.ended:
-                yield state.final()
-                return
+            async for chunk in sse_text_chunks(
+                response, lambda name, data: self._event(name, data, state),
+                ended=lambda: state.ended,
+            ):  # fmt: skip
+                yield chunk
+            if not state.ended:
+                raise TransientProviderError(
+                    f"{VENDOR}: truncated stream: the body ended without message-end after "
+                    f"{state.events} event(s)"
+                )
+            yield state.final()
 
     def _event(self, name: str, data: bytes, state: _StreamState) -> str | None:
         """Fold one SSE event into ``state``; return its text, if any.

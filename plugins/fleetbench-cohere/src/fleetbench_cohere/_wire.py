@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fleetbench.errors import BadRequestError, MalformedResponseError
+from fleetbench.providerkit import request_params
 from fleetbench.records import GenerationSettings, ProviderResponse, Usage
 
 from ._errors import VENDOR, error_from_generation
-from ._options import CONTROL_PARAMS, MAX_STOP_SEQUENCES, check_request_fields
+from ._options import CONTROL_PARAMS, MAX_STOP_SEQUENCES, RESERVED_FIELDS, check_request_fields
 
 __all__ = ["FAILED_FINISHES", "P_MAX", "P_MIN", "build_body", "message_text", "normalise_finish",
            "parse_chat", "usage_from"]  # fmt: skip
@@ -63,9 +64,7 @@ def build_body(model: str, prompt: str, settings: GenerationSettings, *,
         body["stop_sequences"] = list(settings.stop)
     if settings.max_tokens is not None:
         body["max_tokens"] = settings.max_tokens
-    for key, value in settings.params.items():
-        if key not in CONTROL_PARAMS:
-            body[key] = value
+    body.update(request_params(settings.params, control=CONTROL_PARAMS, owned=RESERVED_FIELDS))
     if stream:
         body["stream"] = True
     return body

@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from fleetbench.errors import (
     AuthenticationError,
     BadRequestError,
@@ -36,7 +34,13 @@ from fleetbench.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from fleetbench.providerkit import clip, parse_duration, parse_retry_after
+from fleetbench.providerkit import (
+    clip,
+    error_body,
+    parse_duration,
+    parse_retry_after,
+    quota_exhausted,
+)
 
 __all__ = ["GoogleError", "describe", "error_from_payload", "error_from_response"]
 
@@ -110,11 +114,7 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *,
                         secret: str | None) -> ProviderError:  # fmt: skip
     """The error for a non-2xx HTTP answer. The retry hint is the body's
     ``RetryInfo.retryDelay``, else a ``Retry-After`` header (a proxy's)."""
-    try:
-        payload: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        payload = body.decode("utf-8", "replace").strip()
-    error = describe(payload)
+    error = describe(error_body(body))
     header = headers.get("retry-after")
     fallback = parse_retry_after(header) if header else None
     return _classify(status, error, fallback, secret, in_stream=False)
@@ -143,10 +143,7 @@ def _classify(status: int | None, error: GoogleError, fallback_retry_s: float | 
     if status == 429:
         daily = [q for q in error.quota_ids if "PerDay" in q]
         if daily:
-            limited = RateLimitedError(f"{text} (daily quota {daily[0]} exhausted: not "
-                                       "retried)", status_code=429)  # fmt: skip
-            limited.retryable = False
-            return limited
+            return quota_exhausted(text, f"daily quota {daily[0]} exhausted", status_code=429)
         return RateLimitedError(text, status_code=429, retry_after_s=retry_after)
     if status == 404:
         return BadRequestError(f"{text} (unknown model or API version?)", status_code=404)

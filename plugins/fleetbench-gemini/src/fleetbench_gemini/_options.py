@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetbench.plugin import ProviderConfig
-from fleetbench.providerkit import check_sampling_params, extra_headers
+from fleetbench.providerkit import check_sampling_params, extra_headers, int_param
 
 __all__ = [
     "CONTROL_PARAMS",
@@ -96,9 +96,7 @@ class Options:
         version = params.get("api_version", DEFAULT_API_VERSION)
         if not isinstance(version, str) or not _API_VERSION.fullmatch(version):
             raise ValueError("param 'api_version' must be an API surface such as v1beta or v1")
-        cap = params.get("max_connections")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError("param 'max_connections' must be an integer >= 1")
+        cap = int_param(params, "max_connections")
         headers = extra_headers(params.get("headers"), forbidden=_FORBIDDEN_HEADERS)
         return cls(version, headers, cap)
 

@@ -14,8 +14,7 @@ carries ``finishReason``. So a body that ends before any chunk carried a ``finis
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +23,7 @@ import orjson
 
 from fleetbench.errors import TransientProviderError
 from fleetbench.plugin import Provider, ProviderConfig
-from fleetbench.providerkit import SSEDecoder, load_json
+from fleetbench.providerkit import http_timeout, load_json, sse_text_chunks
 from fleetbench.records import ProviderRequest, ProviderResponse, StreamChunk
 
 from ._errors import error_from_payload, error_from_response
@@ -32,8 +31,6 @@ from ._options import GEMINI_DEFAULT_BASE_URL, Options
 from ._wire import VENDOR, StreamReader, build_body, parse_response
 
 __all__ = ["GeminiProvider"]
-
-CONNECT_TIMEOUT_S = 10.0
 
 
 class GeminiProvider(Provider):
@@ -58,8 +55,7 @@ class GeminiProvider(Provider):
         self._headers = {"Content-Type": "application/json", **self.options.headers}
         if self._secret:
             self._headers["x-goog-api-key"] = self._secret
-        self._timeout = httpx.Timeout(config.timeout_s,
-                                      connect=min(config.timeout_s, CONNECT_TIMEOUT_S))
+        self._timeout = http_timeout(config.timeout_s)
 
     def _content(self, request: ProviderRequest) -> bytes:
         return orjson.dumps(build_body(request.prompt, request.settings))
@@ -88,9 +84,19 @@ class GeminiProvider(Provider):
                 raise error_from_response(status, await response.aread(), response.headers,
                                           secret=self._secret)  # fmt: skip
             reader = StreamReader()
-            async with aclosing(self._payloads(response)) as payloads:
-                async for payload in payloads:
-                    text = self._fold(payload, reader)
+
+            def fold(_: str, data: bytes) -> str:  # Gemini names none of its events
+                return self._fold(self._json(data, "a stream event"), reader)
+
+            if "event-stream" in response.headers.get("content-type", ""):
+                async for chunk in sse_text_chunks(response, fold):
+                    yield chunk
+            else:
+                # Not SSE (a proxy that dropped ``alt=sse``): one JSON array of chunks, or
+                # a single answer or error object.
+                payload = self._json(await response.aread(), "the answer")
+                for item in payload if isinstance(payload, list) else [payload]:
+                    text = self._fold(item, reader)
                     if text:
                         yield StreamChunk(text=text)
             if not reader.finished:
@@ -99,22 +105,6 @@ class GeminiProvider(Provider):
                     "chunk(s) without a finishReason"
                 )
             yield reader.final()
-
-    async def _payloads(self, response: httpx.Response) -> AsyncGenerator[Any, None]:
-        """The chunks of a 200 stream, parsed, each as soon as its event is complete."""
-        if "event-stream" not in response.headers.get("content-type", ""):
-            # Not SSE (a proxy that dropped ``alt=sse``): one JSON array of chunks, or a
-            # single answer or error object.
-            payload = self._json(await response.aread(), "the answer")
-            for item in payload if isinstance(payload, list) else [payload]:
-                yield item
-            return
-        decoder = SSEDecoder()  # Gemini names none of its events: only ``data`` matters
-        async for raw in response.aiter_bytes():
-            for _, data in decoder.feed(raw):
-                yield self._json(data, "a stream event")
-        for _, data in decoder.close():
-            yield self._json(data, "a stream event")
 
     def _fold(self, payload: Any, reader: StreamReader) -> str:
         if isinstance(payload, dict) and "error" in payload:

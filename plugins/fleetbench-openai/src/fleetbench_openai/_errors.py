@@ -25,18 +25,16 @@ from fleetbench.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from fleetbench.providerkit import parse_duration, parse_retry_after, redact
+from fleetbench.providerkit import (
+    clip,
+    error_body,
+    parse_duration,
+    quota_exhausted,
+    rate_limit_reset,
+    retry_after_headers,
+)
 
-__all__ = [
-    "error_from_payload",
-    "error_from_response",
-    "parse_duration",
-    "redact",
-    "retry_after_s",
-]
-
-MAX_MESSAGE_CHARS = 300
-"""Vendor messages are cut to this length: enough to diagnose, never a whole HTML page."""
+__all__ = ["error_from_payload", "error_from_response", "retry_after_s"]
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 _CONTEXT_TEXT = re.compile(
@@ -60,30 +58,11 @@ def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> fl
     ``x-ratelimit-reset-{requests,tokens}`` pair, the limits whose remaining count is 0 are
     the ones that bind; when that is unknown, the longer reset is used.
     """
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            ms = float(value)
-        except ValueError:
-            ms = -1.0
-        if ms >= 0:
-            return ms / 1000
-    value = headers.get("retry-after")
-    if value:
-        seconds = parse_retry_after(value, now=now)
-        if seconds is not None:
-            return seconds
-    binding: list[float] = []
-    other: list[float] = []
-    for kind in ("requests", "tokens"):
-        reset = headers.get(f"x-ratelimit-reset-{kind}")
-        seconds = parse_duration(reset) if reset else None
-        if seconds is None:
-            continue
-        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-        (binding if remaining is not None and remaining.strip() == "0" else other).append(seconds)
-    chosen = binding or other
-    return max(chosen) if chosen else None
+    hint = retry_after_headers(headers, now=now)
+    if hint is not None:
+        return hint
+    return rate_limit_reset(headers, ("requests", "tokens"), reset="x-ratelimit-reset-{}",
+                            remaining="x-ratelimit-remaining-{}", parse=parse_duration)
 
 
 def describe(payload: Any) -> tuple[str, str | None, str | None, int | None]:
@@ -132,12 +111,7 @@ def error_from_response(
     secret: str | None,
 ) -> ProviderError:
     """The error for a non-2xx HTTP answer."""
-    try:
-        payload: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        payload = {"message": text or "empty body"}
-    message, etype, code, _ = describe(payload)
+    message, etype, code, _ = describe(error_body(body))
     return _classify(vendor, status, message, etype, code, retry_after_s(headers), secret)
 
 
@@ -161,22 +135,15 @@ def _classify(
 ) -> ProviderError:
     label = " ".join(p for p in (f"HTTP {status}" if status else "error in stream",
                                  code or etype) if p)  # fmt: skip
-    message = redact(message, secret)  # before cutting, so no prefix of the key survives
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS] + "…"
+    message = clip(message, secret)
     text = f"{vendor}: {label}: {message}"
     kinds = {k for k in (etype, code) if k}
-    error: ProviderError
     if kinds & _CONTEXT_CODES or (
         (status is None or status in (400, 413, 500)) and _CONTEXT_TEXT.search(message)
     ):
         return ContextLengthError(text, status_code=status)
     if kinds & _QUOTA_CODES:
-        # A 429 that waiting cannot lift (quota or billing exhausted): reported as a rate
-        # limit, but not retried.
-        error = RateLimitedError(text + " (quota exhausted: not retried)", status_code=status)
-        error.retryable = False
-        return error
+        return quota_exhausted(text, "quota exhausted", status_code=status)
     if status in (401, 403) or (status is None and kinds & _AUTH_TYPES):
         return AuthenticationError(text, status_code=status)
     if status == 429 or (status is None and kinds & _RATE_TYPES):

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from fleetbench.plugin import ProviderConfig
+from fleetbench.providerkit import check_sampling_params, extra_headers, int_param
 
 __all__ = [
     "AZURE_DEFAULT_API_VERSION",
@@ -41,7 +41,7 @@ RESERVED_FIELDS = frozenset({"model", "messages", "stream"})
 """Body fields the plugin owns; a ``params`` key with one of these names is an error."""
 
 MAX_TOKENS_FIELDS = ("auto", "max_tokens", "max_completion_tokens")
-_FORBIDDEN_HEADERS = frozenset({"authorization", "api-key", "content-type", "content-length"})
+_FORBIDDEN_HEADERS = ("authorization", "api-key", "content-type", "content-length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class Options:
                 "azure-openai needs base_url: the resource endpoint, e.g. "
                 "https://NAME.openai.azure.com"
             )
-        _check_settings(params)
+        check_sampling_params(params)  # OpenAI's ranges: temperature 0…2, top_p 0…1
         reserved = sorted(RESERVED_FIELDS & set(params))
         if reserved:
             raise ValueError(
@@ -100,52 +100,11 @@ class Options:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"param {name!r} must be a non-empty string")
             headers[f"OpenAI-{name.title()}"] = value
-        headers.update(_extra_headers(params.get("headers")))
-        cap = params.get("max_connections")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError("param 'max_connections' must be an integer >= 1")
-        return cls(field, include_usage, api_version.strip(), headers, cap)
+        headers.update(extra_headers(params.get("headers"), forbidden=_FORBIDDEN_HEADERS))
+        return cls(field, include_usage, api_version.strip(), headers,
+                   int_param(params, "max_connections"))
 
 
 def _is_openai(base_url: str | None) -> bool:
     return base_url is None or urlsplit(base_url).hostname == "api.openai.com"
 
-
-def _extra_headers(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ValueError("param 'headers' must map header names to strings")
-    for name in value:
-        if name.lower() in _FORBIDDEN_HEADERS:
-            raise ValueError(
-                f"param 'headers' may not set {name!r}: the key comes from api_key_env"
-            )
-    return dict(value)
-
-
-def _check_settings(params: Mapping[str, Any]) -> None:
-    """The sampling settings a provider entry may override, in OpenAI's accepted ranges."""
-    checks: dict[str, tuple[float, float]] = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
-    for name, (low, high) in checks.items():
-        value = params.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not low <= value <= high:
-            raise ValueError(f"param {name!r} must be a number from {low:g} to {high:g}")
-    max_tokens = params.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise ValueError("param 'max_tokens' must be an integer >= 1")
-    stop = params.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-        isinstance(stop, list) and all(isinstance(s, str) for s in stop)
-    ):
-        raise ValueError("param 'stop' must be a string or a list of strings")
-    system = params.get("system")
-    if system is not None and not isinstance(system, str):
-        raise ValueError("param 'system' must be a string")

@@ -18,7 +18,7 @@ import orjson
 
 from fleetbench.errors import MalformedResponseError, ProviderError, TransientProviderError
 from fleetbench.plugin import Provider, ProviderConfig
-from fleetbench.providerkit import SSEDecoder
+from fleetbench.providerkit import answer_chunks, http_timeout, load_json, sse_text_chunks
 from fleetbench.records import ProviderRequest, ProviderResponse, StreamChunk
 
 from ._errors import error_from_payload, error_from_response
@@ -27,7 +27,6 @@ from ._wire import build_body, normalise_finish, parse_completion, usage_from
 
 __all__ = ["AzureOpenAIProvider", "OpenAIProvider"]
 
-CONNECT_TIMEOUT_S = 10.0
 _DONE = b"[DONE]"
 
 
@@ -50,8 +49,7 @@ class OpenAIProvider(Provider):
         self._body_model: str | None = config.model
         self._headers = {"Content-Type": "application/json", **self.options.headers,
                          **self._auth_headers()}  # fmt: skip
-        self._timeout = httpx.Timeout(config.timeout_s,
-                                      connect=min(config.timeout_s, CONNECT_TIMEOUT_S))
+        self._timeout = http_timeout(config.timeout_s)
         self._stream_usage = self.options.include_usage
         """Cleared when the server rejected ``stream_options`` once (old servers)."""
 
@@ -120,35 +118,19 @@ class OpenAIProvider(Provider):
             payload = self._json(await response.aread(), "the answer")
             if isinstance(payload, dict) and "error" in payload:
                 raise error_from_payload(self.vendor, payload, secret=self._secret)
-            whole = parse_completion(self.vendor, payload)
-            if whole.text:
-                yield StreamChunk(text=whole.text)
-            yield StreamChunk(usage=whole.usage, finish_reason=whole.finish_reason,
-                              model=whole.model, response_id=whole.response_id)  # fmt: skip
+            for chunk in answer_chunks(parse_completion(self.vendor, payload)):
+                yield chunk
             return
-        decoder = SSEDecoder()
         state = _StreamState()
-        async for raw in response.aiter_bytes():
-            if state.done:
-                continue  # drain to the end so the connection can be reused
-            for _, data in decoder.feed(raw):
-                text = self._event(data, state)
-                if text:
-                    yield StreamChunk(text=text)
-                if state.finished():
-                    yield state.final()
-                    break
-        if not state.done:
-            for _, data in decoder.close():
-                text = self._event(data, state)
-                if text:
-                    yield StreamChunk(text=text)
-            if not state.finished():
-                raise TransientProviderError(
-                    f"{self.vendor}: truncated stream: the body ended without [DONE] after "
-                    f"{state.events} event(s)"
-                )
-            yield state.final()
+        async for chunk in sse_text_chunks(response, lambda _, data: self._event(data, state),
+                                           ended=state.finished):  # fmt: skip
+            yield chunk
+        if not state.finished():
+            raise TransientProviderError(
+                f"{self.vendor}: truncated stream: the body ended without [DONE] after "
+                f"{state.events} event(s)"
+            )
+        yield state.final()
 
     def _event(self, data: bytes, state: _StreamState) -> str | None:
         """Fold one SSE ``data`` payload into ``state``; return its text delta, if any."""
@@ -187,15 +169,7 @@ class OpenAIProvider(Provider):
     # -------------------------------------------------------------------- errors
 
     def _json(self, data: bytes, what: str) -> Any:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            snippet = data[:80].decode("utf-8", "replace")
-            if self._secret:
-                snippet = snippet.replace(self._secret, "***")
-            raise MalformedResponseError(
-                f"{self.vendor}: {what} is not valid JSON: {snippet!r}"
-            ) from None
+        return load_json(data, vendor=self.vendor, what=what, secret=self._secret)
 
     def _http_error(
         self, status: int, body: bytes, headers: Mapping[str, str]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetbench.errors import BadRequestError, MalformedResponseError
+from fleetbench.errors import MalformedResponseError
+from fleetbench.providerkit import request_params
 from fleetbench.records import GenerationSettings, ProviderResponse, Usage
 
 from ._options import CONTROL_PARAMS, RESERVED_FIELDS
@@ -60,12 +61,7 @@ def build_body(
         body["stop"] = list(settings.stop)
     if settings.max_tokens is not None:
         body[max_tokens_field] = settings.max_tokens
-    for key, value in settings.params.items():
-        if key in CONTROL_PARAMS:
-            continue
-        if key in RESERVED_FIELDS:
-            raise BadRequestError(f"param {key!r} is set by the plugin; remove it from params")
-        body[key] = value
+    body.update(request_params(settings.params, control=CONTROL_PARAMS, owned=RESERVED_FIELDS))
     if stream:
         body["stream"] = True
         if include_usage:

@@ -1278,6 +1278,8 @@ class Verdict(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     evaluator: _builtins.str
     """The evaluator's plugin name, e.g. `contains` or `exact_match`."""
     passed: _builtins.bool
@@ -1294,6 +1296,14 @@ class Verdict(_message.Message):
     """What the evaluator itself cost in US dollars (e.g. an LLM judge); absent when it
     costs nothing or has no price.
     """
+    input_tokens: _builtins.int
+    """Tokens the evaluator itself sent to a model (an LLM judge's prompt), apart from the
+    tested model's `TestResult.input_tokens`; absent when it calls no model.
+    """
+    output_tokens: _builtins.int
+    """Tokens the evaluator's model answered with (an LLM judge's verdict); absent when it
+    calls no model.
+    """
     def __init__(
         self,
         *,
@@ -1303,14 +1313,25 @@ class Verdict(_message.Message):
         detail: _builtins.str = ...,
         error: _builtins.bool = ...,
         cost_usd: _builtins.float | None = ...,
+        input_tokens: _builtins.int | None = ...,
+        output_tokens: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cost_usd", b"cost_usd"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_input_tokens", b"_input_tokens", "_output_tokens", b"_output_tokens", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cost_usd", b"cost_usd", "detail", b"detail", "error", b"error", "evaluator", b"evaluator", "passed", b"passed", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_input_tokens", b"_input_tokens", "_output_tokens", b"_output_tokens", "cost_usd", b"cost_usd", "detail", b"detail", "error", b"error", "evaluator", b"evaluator", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "passed", b"passed", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
     _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
+    _WhichOneofReturnType__input_tokens: _TypeAlias = _typing.Literal["input_tokens"]  # noqa: Y015
+    _WhichOneofArgType__input_tokens: _TypeAlias = _typing.Literal["_input_tokens", b"_input_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__output_tokens: _TypeAlias = _typing.Literal["output_tokens"]  # noqa: Y015
+    _WhichOneofArgType__output_tokens: _TypeAlias = _typing.Literal["_output_tokens", b"_output_tokens"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_tokens) -> _WhichOneofReturnType__input_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_tokens) -> _WhichOneofReturnType__output_tokens | None: ...
 
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
 
@@ -1437,6 +1458,7 @@ class Summary(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     UNPRICED_TESTS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_PER_S_FIELD_NUMBER: _builtins.int
+    EVALUATION_COST_USD_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """Results counted, whatever their status."""
     success_rate: _builtins.float
@@ -1462,6 +1484,10 @@ class Summary(_message.Message):
     output_tokens_per_s: _builtins.float
     """Generation speed: the output tokens of the tests that got an answer divided by the
     sum of their `latency_ms`, in tokens per second; absent when no test got one.
+    """
+    evaluation_cost_usd: _builtins.float
+    """What the evaluators spent judging the answers (LLM judges), in US dollars: the sum
+    of the verdicts' `cost_usd`. Never part of `cost_usd`, the tested models' cost.
     """
     @_builtins.property
     def counts(self) -> Global___StatusCounts:
@@ -1510,10 +1536,11 @@ class Summary(_message.Message):
         cost_usd: _builtins.float | None = ...,
         unpriced_tests: _builtins.int = ...,
         output_tokens_per_s: _builtins.float | None = ...,
+        evaluation_cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_output_tokens_per_s", b"_output_tokens_per_s", "cost_usd", b"cost_usd", "counts", b"counts", "duration_ms", b"duration_ms", "itl_ms", b"itl_ms", "latency_ms", b"latency_ms", "output_tokens_per_s", b"output_tokens_per_s", "queue_ms", b"queue_ms", "ttft_ms", b"ttft_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_output_tokens_per_s", b"_output_tokens_per_s", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "counts", b"counts", "duration_ms", b"duration_ms", "error_rate", b"error_rate", "input_tokens", b"input_tokens", "itl_ms", b"itl_ms", "latency_ms", b"latency_ms", "output_tokens", b"output_tokens", "output_tokens_per_s", b"output_tokens_per_s", "queue_ms", b"queue_ms", "retries", b"retries", "success_rate", b"success_rate", "total", b"total", "ttft_ms", b"ttft_ms", "unpriced_tests", b"unpriced_tests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_output_tokens_per_s", b"_output_tokens_per_s", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "counts", b"counts", "duration_ms", b"duration_ms", "error_rate", b"error_rate", "evaluation_cost_usd", b"evaluation_cost_usd", "input_tokens", b"input_tokens", "itl_ms", b"itl_ms", "latency_ms", b"latency_ms", "output_tokens", b"output_tokens", "output_tokens_per_s", b"output_tokens_per_s", "queue_ms", b"queue_ms", "retries", b"retries", "success_rate", b"success_rate", "total", b"total", "ttft_ms", b"ttft_ms", "unpriced_tests", b"unpriced_tests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
     _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015

@@ -1,4 +1,5 @@
-"""Fixtures of the plugin's tests (helpers live in ``gemini_support``)."""
+"""Fixtures shared by the provider plugins' tests (each plugin's helpers live in its own
+uniquely named ``<vendor>_support`` module)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fleetbench._plugins import PluginHost, load_plugins
 
 @pytest.fixture(scope="session")
 def host() -> PluginHost:
-    """The installed plugins, this one included (through its entry point)."""
+    """The installed plugins, each plugin under test included (through its entry point)."""
     return load_plugins(env={})
 
 
