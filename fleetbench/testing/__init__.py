@@ -13,10 +13,12 @@ byte) so that measured numbers can be checked against the truth::
         ...  # point the provider at fake.base_url; fake.requests, fake.trace afterwards
 
 ``fleetbench mock-server --vendor anthropic`` starts one from the command line, and
-:func:`run_fleet` runs a provider through the whole engine in a few lines. Guide:
+:func:`run_fleet` runs a provider through the whole engine in a few lines;
+:class:`ProviderContract` checks the behaviour every provider plugin owes the executor. Guide:
 docs/testing.md.
 """
 
+from fleetbench.testing._contract import ProviderContract
 from fleetbench.testing._fake import (
     REQUEST_ID_HEADER,
     CapturedRequest,
@@ -39,6 +41,7 @@ __all__ = [
     "FakeVendorServer",
     "Fault",
     "FleetRun",
+    "ProviderContract",
     "TraceEntry",
     "assert_secret_absent",
     "clock_description",
