@@ -37,13 +37,14 @@ from fleetbench._server._config import (
     TlsFiles,
 )
 from fleetbench._terminal import (
+    EXIT_RUN_FAILED,
     RunOptions,
     exit_code,
     outcome_json,
     print_outcome,
     run_in_terminal,
 )
-from fleetbench.errors import InputError, PluginError, Problem
+from fleetbench.errors import FleetbenchError, InputError, PluginError, Problem
 
 EXIT_BAD_INPUT = 2
 EXIT_PLUGIN = 3
@@ -141,6 +142,9 @@ def run(manifest: Path, run_key: str, labels: tuple[str, ...], state_dir: Path |
         outcome = run_in_terminal(prepared, host, options)
     except InputError as exc:
         _fail_input(manifest, exc.problems, as_json=as_json)
+    except FleetbenchError as exc:  # the executor could not run it (a Ray cluster …)
+        click.echo(f"error: {exc} (run it again to resume)", err=True)
+        sys.exit(EXIT_RUN_FAILED)
     if as_json:
         print_json(outcome_json(outcome))
     elif not quiet:

@@ -13,6 +13,7 @@ single provider's queue holds all the early work.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,11 +60,20 @@ def test_key(repo_id: str, scenario: str, provider_key: str, test_id: str, epoch
 test_key.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
+_WHERE_IT_RUNS = ("executor", "ray_address", "ray_actors")
+"""Global settings that choose where a run executes, not what it runs: left out of the run
+id, so a run started on one executor resumes on another."""
+
+
 def compute_run_id(fleet: ResolvedFleet, run_key: str = "") -> str:
-    """``{fleet_id}-{12 hex}``: a hash of the canonical manifest, every dataset's content
-    and the caller's ``run_key``. No clock: a retried start maps to the same run."""
+    """``{fleet_id}-{12 hex}``: a hash of the canonical manifest (but for where it runs),
+    every dataset's content and the caller's ``run_key``. No clock: a retried start maps
+    to the same run."""
+    data = fleet.manifest.model_dump(mode="json")
+    for name in _WHERE_IT_RUNS:  # the same tests, wherever they execute: one run id
+        data["global_settings"].pop(name, None)
     digest = hashlib.sha256()
-    digest.update(fleet.manifest.canonical_json().encode())
+    digest.update(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
     for scenario in fleet.scenarios:
         line = f"\n{scenario.repo.repo_id}/{scenario.scenario}:{scenario.dataset.content_sha256}"
         digest.update(line.encode())

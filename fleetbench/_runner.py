@@ -127,8 +127,7 @@ class _RunJson:
 
     def write(self, done: int, error: str | None = None,
               artifacts: Sequence[Mapping[str, Any]] = (), warnings: Sequence[str] = ()) -> None:
-        """``warnings`` are the run's final ones: ``fleetbench report`` reads them back
-        when it regenerates the artifacts (the store does not keep them)."""
+        """``warnings`` are the run's final ones (the store keeps them too)."""
         data = {"run_id": self.record.run_id, "fleet_id": self.record.fleet_id,
                 "status": self.status.value, "planned": self.planned, "done": done,
                 "created_at": self.record.created_at, "error": error,
@@ -149,6 +148,7 @@ async def execute_run(
     export_worker_min_tests: int = EXPORT_WORKER_MIN_TESTS,
     interrupted: Callable[[], bool] | None = None,
     executor: str | None = None,
+    run_key: str | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``prepared``; return when its artifacts are written.
 
@@ -165,6 +165,8 @@ async def execute_run(
     :param executor: the executor plugin to use instead of the manifest's
         ``global_settings.executor`` (``fleetbench run --executor``). Where a run executes
         is not part of its identity: a run started by one executor resumes on another.
+    :param run_key: the run key ``prepared`` was planned with, recorded with the run so
+        that it can be planned again (with the same id) to resume it.
 
     :raises ManifestError: a provider's API key is missing from the environment.
     """
@@ -175,7 +177,7 @@ async def execute_run(
     record, created = store.create_run(
         run_id=plan.run_id, fleet_id=plan.fleet_id, manifest_json=manifest.canonical_json(),
         base_dir=str(fleet.base_dir), output_dir=str(output_dir), planned=len(plan),
-        labels=dict(labels or {}), pricing_version=pricing.version)
+        labels=dict(labels or {}), pricing_version=pricing.version, run_key=run_key)
     if record.status is RunStatus.COMPLETED:
         return _completed_outcome(record, store, output_dir, created)
     lanes = build_lanes(manifest, host, pricing, os.environ if env is None else env)
@@ -216,6 +218,7 @@ class _Execution:
         self.export_worker_min_tests = export_worker_min_tests
         self._interrupted = interrupted
         self.executor = executor
+        self._timed_here = True
         self.warnings: list[str] = [str(w) for w in prepared.fleet.warnings]
         self.warnings.extend(lanes.warnings)
         self._judging = RunEvaluatorContext.for_run(lanes.by_key)
@@ -278,9 +281,11 @@ class _Execution:
 
     def _record_artifacts(self, artifacts: Sequence[Path], run_json: _RunJson,
                           error: str | None) -> None:
-        """List the artifacts (size, sha256) in the store and in the last run.json."""
+        """List the artifacts (size, sha256) in the store and in the last run.json; the
+        warnings the exporters got too (in the store without the error, stored apart)."""
         described = describe_artifacts(artifacts)
         self.store.set_artifacts(self.plan.run_id, described)
+        self.store.set_warnings(self.plan.run_id, self.warnings)
         run_json.write(self.aggregator.count, error, artifacts_json(described),
                        self._final_warnings(error))
 
@@ -298,7 +303,9 @@ class _Execution:
             outcome = await self._execute(todo, cancel)
         finally:
             await lag.stop()
-        if (lag_warning := lag.warning()) is not None:
+        # An executor that measures elsewhere (Ray actors) says so with a false
+        # ``timed_in_this_process``: this loop's lag cannot distort its timings.
+        if self._timed_here and (lag_warning := lag.warning()) is not None:
             self.warnings.append(lag_warning)
         return outcome
 
@@ -333,6 +340,7 @@ class _Execution:
             manifest=manifest,
         )
         executor = self.host.executors[self.executor or settings.executor].factory(plan)
+        self._timed_here = bool(getattr(executor, "timed_in_this_process", True))
         stopped_by = await executor.run()
         if stopped_by is not None:
             return RunStatus.FAILED, f"stopped at the first error (continue_on_failure: " \

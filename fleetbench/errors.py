@@ -69,6 +69,10 @@ class InputError(FleetbenchError):
         self.problems: tuple[Problem, ...] = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems) or "invalid input")
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[tuple[Problem, ...]]]:
+        # Rebuilt from its problems (not its message) when it crosses a process boundary.
+        return (type(self), (self.problems,))
+
 
 class ManifestError(InputError):
     """The manifest is invalid (unknown keys, bad values, unresolvable references)."""

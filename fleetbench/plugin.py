@@ -431,6 +431,10 @@ class Executor(Protocol):
         why the run stopped early (``continue_on_failure: false``), else ``None``."""
         ...
 
+    # Optional: ``timed_in_this_process = False`` tells the core that the tests are timed in
+    # other processes (e.g. Ray actors), so this process's event-loop lag cannot distort
+    # their timings and does not warrant the "client was a bottleneck" warning.
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutorSpec:

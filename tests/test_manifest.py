@@ -366,3 +366,15 @@ def test_user_keys_that_look_like_type_names_stay_in_the_location() -> None:
     assert "scenario_profiles.Coding.concurrency" in locations
     assert "scenario_profiles.Coding.settings.stop" in locations
     assert not any("constrained" in loc or loc.endswith(".str") for loc in locations)
+
+
+def test_input_errors_survive_pickling() -> None:
+    import pickle
+
+    from fleetbench.errors import ManifestError, Problem
+
+    error = ManifestError([Problem("providers[0]", "bad"), Problem("a.yaml: b", "c")])
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is ManifestError
+    assert again.problems == error.problems
+    assert str(again) == str(error)

@@ -136,3 +136,15 @@ def test_cli_plan_prints_counts_and_run_id(fleet_dir: FleetDir, isolated_env: Pa
     assert re.search(r"api-gateway\s*│\s*reasoning\s*│\s*simulated:fast\s*│\s*4", result.stdout)
     assert re.search(r"total\s*│.*│\s*32", result.stdout)
     assert re.search(r"run id: test-fleet-[0-9a-f]{12}", result.stdout)
+
+
+def test_where_a_run_executes_is_not_part_of_its_id(fleet_dir: FleetDir, host: PluginHost,
+                                                      tmp_path: Path) -> None:
+    ids = set()
+    for settings in ({}, {"executor": "ray", "ray_address": "auto", "ray_actors": 4}):
+        fleet_dir.manifest["global_settings"] = settings
+        ids.add(prepare_file(fleet_dir.write(), host=host, cache_dir=tmp_path).plan.run_id)
+    assert len(ids) == 1
+    fleet_dir.manifest["global_settings"] = {"max_retries": 1}  # what runs: a new id
+    ids.add(prepare_file(fleet_dir.write(), host=host, cache_dir=tmp_path).plan.run_id)
+    assert len(ids) == 2

@@ -3,6 +3,7 @@
 2 CPUs, no dashboard, no usage stats, no token auth, its files under the session's tmp
 folder, and every address on 127.0.0.1. The cluster's processes inherit this process's
 environment at start-up, which is how the actors get :data:`ray_support.NODE_KEY_ENV`.
+(The ``host`` fixture, the installed plugins, comes from ``plugins/conftest.py``.)
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import pytest
 import ray
 from ray_support import KEY, NODE_KEY_ENV
 
-from fleetbench._plugins import PluginHost, load_plugins
-
+OBJECT_STORE_BYTES = 200 * 1024 * 1024
+"""Enough for the tests' batches; Ray's default reserves 30 % of the machine's memory."""
 CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
                NODE_KEY_ENV: KEY}
 
@@ -35,14 +36,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for name, value in CLUSTER_ENV.items():
             patch.setenv(name, value)
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir),
-                 logging_level=logging.WARNING, log_to_driver=False)
+                 object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.WARNING,
+                 log_to_driver=False)
         try:
             yield ray.get_runtime_context().gcs_address
         finally:
             ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def host() -> PluginHost:
-    """The installed plugins (this one and ``openai`` through their entry points)."""
-    return load_plugins(env={})

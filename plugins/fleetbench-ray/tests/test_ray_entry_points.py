@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -43,6 +44,17 @@ def test_fleetbench_run_executor_ray_runs_on_the_cluster_ray_address_names(
     assert report["fleet"]["total"] == 20
     local = _fleetbench("run", "--json", "--executor", "local", str(path), env=env)
     assert json.loads(local.stdout)["created"] is False  # same run id: it is the same run
+
+    keyless = write_fleet(tmp_path / "keyless", [fake_vendor_entry(
+        "http://127.0.0.1:9/v1", api_key_env="FLEETBENCH_DRIVER_ONLY_KEY")])
+    failed = _fleetbench("run", "--quiet", "--executor", "ray", str(keyless),
+                         env={**env, "FLEETBENCH_DRIVER_ONLY_KEY": KEY})
+    assert failed.returncode == 1
+    # Every actor lacks the key; whichever reports first names itself.
+    assert re.match(r"error: actor \d+ failed on node 127\.0\.0\.1: ManifestError: "
+                    r"providers\[0\]\.api_key_env: environment variable "
+                    r"FLEETBENCH_DRIVER_ONLY_KEY is not set", failed.stderr), failed.stderr
+    assert "Traceback" not in failed.stderr
 
     unknown = _fleetbench("run", "--executor", "rey", str(path), env=env)
     assert unknown.returncode == 2
