@@ -3,13 +3,21 @@ raw aiohttp loop, both hitting the fake OpenAI vendor in a separate process.
 
 The fake (``FakeVendorProcess``) runs with 50 ms latency (streaming: 50 ms TTFT, then
 a few tokens 5 ms apart); this process is the client only, so ``time.process_time()`` is the
-client's CPU. ``fleet`` runs a real fleet through ``fleetbench._runner.execute_run`` (plan,
-executor, the openai plugin, store, aggregator, jsonl export) at concurrency 64; ``raw``
-is 64 aiohttp workers posting the same requests and parsing the JSON / every SSE event.
+client's CPU (every thread: the store writer's and the export's too). ``fleet`` runs a real
+fleet through ``fleetbench._runner.execute_run`` (executor, the openai plugin, the shared
+client, bus, store, live aggregator, run.json, and the export: ``results.jsonl`` plus the
+executive HTML report that ``output.generate_reports`` adds by default, as a user's run
+would) at concurrency 64; ``raw`` is 64 aiohttp workers posting the same requests and parsing
+the JSON / every SSE event. Planning and plugin loading happen before the clock starts,
+and each path first runs once untimed, so that what a process does once (imports, the TLS
+context, compiling the report template) is not counted as the cost of a run.
 Reported per workload: requests/s, client CPU per request, and the measured latency / TTFT
-p50 and p99 minus the fake's own trace p50 and p99 (what the client adds).
+p50 and p99 minus the fake's own trace p50 and p99 (what the client adds); then fleet/raw
+ratios of each round (raw and fleet alternate which goes first; this machine is shared, so
+compare the two paths within a round). Targets: >= 0.9x the requests/s, <= 2x the CPU.
 
-    .venv/bin/python bench/bench_provider_http.py [--requests 2000] [--concurrency 64]
+    .venv/bin/python bench/bench_provider_http.py [--requests 2000] [--concurrency 64] \
+        [--rounds 1]
 """
 
 from __future__ import annotations
@@ -64,14 +72,14 @@ async def fleet_phase(base_url: str, requests: int, concurrency: int, stream: bo
                        "concurrency": concurrency, "stream": stream}],
         "scenario_profiles": {"chat": {"dataset": "chat", "repeat": repeat,
                                        "concurrency": concurrency}},
-        "output": {"base_dir": "./out", "formats": ["jsonl"]},
+        "output": {"base_dir": "./out", "formats": ["jsonl"], "generate_reports": True},
         "global_settings": {"max_in_flight": concurrency},
     }
     path = root / f"fleet-{stream}.json"
     path.write_text(json.dumps(manifest))
     host = load_plugins(env={})
     prepared = prepare_file(path, host=host, cache_dir=root / "cache")
-    with RunStore(root / f"state-{stream}") as store:
+    with RunStore(root / f"state-{stream}-{time.monotonic_ns()}") as store:
         cpu, wall = time.process_time(), time.perf_counter()
         outcome = await execute_run(prepared, host=host, store=store, env={KEY_ENV: "sk-bench"},
                                     export_worker_min_tests=10**9)
@@ -140,28 +148,49 @@ def report(name: str, stream: bool, result: dict[str, Any],
 async def amain(args: argparse.Namespace) -> None:
     lines = ["| mode   | path  |     n | err |    req/s | CPU µs/req | latency err p50/p99 ms"
              " | TTFT err p50/p99 ms |", "|---|---|---|---|---|---|---|---|"]
+    ratios: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for stream in (False, True):
             config = FakeVendorConfig(latency_ms=50, ttft_ms=50 if stream else 0,
                                       itl_ms=5 if stream else 0, output_tokens=8)
             with FakeVendorProcess(config) as server:
-                for name in ("raw", "fleet"):
-                    server.reset()
-                    if name == "raw":
-                        result = await raw_phase(server.base_url, args.requests,
-                                                 args.concurrency, stream)
-                    else:
-                        result = await fleet_phase(server.base_url, args.requests,
-                                                   args.concurrency, stream, Path(tmp))
-                    truth = _truth(server.fetch()["trace"], stream)
-                    lines.append(report(name, stream, result, truth))
+                await raw_phase(server.base_url, 2 * args.concurrency, args.concurrency, stream)
+                await fleet_phase(server.base_url, 2 * args.concurrency, args.concurrency,
+                                  stream, Path(tmp) / "warm-up")
+                for round_index in range(args.rounds):
+                    order = ("raw", "fleet") if round_index % 2 == 0 else ("fleet", "raw")
+                    results: dict[str, dict[str, Any]] = {}
+                    for name in order:
+                        server.reset()
+                        if name == "raw":
+                            result = await raw_phase(server.base_url, args.requests,
+                                                     args.concurrency, stream)
+                        else:
+                            result = await fleet_phase(server.base_url, args.requests,
+                                                       args.concurrency, stream, Path(tmp))
+                        truth = _truth(server.fetch()["trace"], stream)
+                        lines.append(report(name, stream, result, truth))
+                        results[name] = result
+                    ratios.append(_ratio(stream, round_index + 1, results["raw"],
+                                         results["fleet"]))
     print("\n".join(lines))
+    print("\nfleet / raw, same round: target req/s >= 0.90x, CPU/request <= 2.00x")
+    print("\n".join(ratios))
+
+
+def _ratio(stream: bool, round_number: int, raw: dict[str, Any], fleet: dict[str, Any]) -> str:
+    rps = (fleet["n"] / fleet["wall"]) / (raw["n"] / raw["wall"])
+    cpu = (fleet["cpu"] / fleet["n"]) / (raw["cpu"] / raw["n"])
+    return (f"  {'stream' if stream else 'plain':6} round {round_number}: req/s {rps:.2f}x "
+            f"[{'ok' if rps >= 0.9 else 'MISS'}], CPU/request {cpu:.2f}x "
+            f"[{'ok' if cpu <= 2 else 'MISS'}]")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1, help="raw/fleet pairs per workload")
     asyncio.run(amain(parser.parse_args()))
     return 0
 

@@ -36,9 +36,12 @@ class Server:
     channel: grpc.aio.Channel
     stub: pb_grpc.FleetBenchServiceAsyncStub
 
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system) the server process has used so far."""
-        return process_cpu_s(self.process.pid)
+    def cpu_s(self, *, children: bool = False) -> float:
+        """CPU seconds (user + system) the server process has used so far; with
+        ``children``, its live child processes' too (the conversion worker, a run's
+        export worker)."""
+        pid = self.process.pid
+        return tree_cpu_s(pid) if children else process_cpu_s(pid)
 
     async def stop(self) -> None:
         await self.channel.close()
@@ -52,6 +55,16 @@ def process_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu_s(pid: int) -> float:
+    """:func:`process_cpu_s` of a process and of its live descendants."""
+    total = process_cpu_s(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += tree_cpu_s(int(child))
+    return total
 
 
 async def start_server(root: Path, *args: str, stamps: Path | None = None) -> Server:

@@ -204,8 +204,9 @@ class LocalExecutor:
             return await self._reuse(item, cached)
         picked = time.perf_counter()
         started_at = utc_now()
-        _, delay_ms = self.plan.scenario_limits[(item.repo_id, item.scenario)]
-        async with self._scenario_slots[(item.repo_id, item.scenario)]:
+        scenario = (item.repo_id, item.scenario)
+        _, delay_ms = self.plan.scenario_limits[scenario]
+        async with self._scenario_slots[scenario]:
             if self._global is not None:
                 async with self._global:
                     return await self._attempts(lane, item, picked, started_at, delay_ms)
@@ -241,7 +242,7 @@ class LocalExecutor:
                 await asyncio.sleep(_backoff_s(call.attempt, exc.retry_after_s, rng))
                 continue
             call.answered = time.perf_counter()  # judging (an LLM judge) is not timed
-            verdicts = await self._evaluate(call.item, response)
+            verdicts = await self._evaluate(call.item, response) if call.item.evaluators else ()
             passed = all(v.passed and not v.error for v in verdicts)
             return call.finish(Status.PASSED if passed else Status.FAILED, response=response,
                                verdicts=verdicts)
@@ -343,7 +344,8 @@ class _Call:
 
     async def send(self) -> ProviderResponse:
         lane, item = self.lane, self.item
-        await _take_rate(lane, _token_estimate(item.prompt, item.settings))
+        if lane.rpm is not None or lane.tpm is not None:
+            await _take_rate(lane, _token_estimate(item.prompt, item.settings))
         request = ProviderRequest(model=item.model, prompt=item.prompt, settings=item.settings,
                                   stream=item.stream, test_key=item.key, attempt=self.attempt,
                                   expected=item.expected)

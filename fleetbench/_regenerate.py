@@ -4,8 +4,9 @@ The export is the run's own (:class:`~fleetbench._export.ExportSession` over the
 results in plan order, exporters told about the run by
 :func:`~fleetbench._runner.run_info`), so the files equal the originals except where
 they show when the run finished: the run stamped that time just before its
-``finished_at`` was stored. The run's warnings are not in the store; they are read
-back from its ``run.json`` (written at the end of the run) when it is still there.
+``finished_at`` was stored. The run's warnings come from the store, its error last as
+the run gave them (for a run stored by a fleetbench that did not record them, from its
+``run.json`` if it is still there).
 
 Regenerating into the run's own folder also refreshes the artifact list (size, sha256)
 in the store and in ``run.json``; with ``dest`` neither is touched.
@@ -97,7 +98,8 @@ def regenerate(store: RunStore, host: PluginHost, run_id: str, *,
     output_dir = dest.resolve() if dest is not None else own_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(output_dir / MANIFEST_JSON, manifest_text(manifest))
-    warnings = _recorded_warnings(own_dir)
+    warnings = (_run_json_warnings(own_dir) if record.warnings is None
+                else (*record.warnings, *([record.error] if record.error else [])))
 
     opening = run_info(record, manifest, host, status=RunStatus.RUNNING,
                        output_dir=output_dir, finished_at=None, warnings=warnings)
@@ -111,7 +113,7 @@ def regenerate(store: RunStore, host: PluginHost, run_id: str, *,
     return Regenerated(run_id, record.status, output_dir, tuple(names), written, summary)
 
 
-def _recorded_warnings(folder: Path) -> tuple[str, ...]:
+def _run_json_warnings(folder: Path) -> tuple[str, ...]:
     """The run's final warnings as its ``run.json`` recorded them (none if it is gone)."""
     warnings = (read_run_json(folder) or {}).get("warnings")
     return tuple(str(w) for w in warnings) if isinstance(warnings, list) else ()

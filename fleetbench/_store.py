@@ -120,6 +120,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stored_at TEXT NOT NULL
         ) STRICT""",
     ),
+    # 3: the caller's run key (a run is planned again with it to resume, as the id hashes
+    # it) and the run's final warnings (``fleetbench report`` gives them to exporters
+    # again); NULL when not recorded: a run stored before, or not ended.
+    (
+        "ALTER TABLE runs ADD COLUMN run_key TEXT",
+        "ALTER TABLE runs ADD COLUMN warnings_json TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,6 +184,11 @@ class RunRecord:
     artifacts: list[ArtifactRecord]
     pricing_version: str | None
     counts: dict[str, int]
+    run_key: str | None = None
+    """The run key the run id was computed with (``None``: not recorded)."""
+    warnings: tuple[str, ...] | None = None
+    """The warnings the run ended with, as its exporters got them except for the run's
+    ``error``, which they get last (``None``: not recorded)."""
 
 
 def encode_result(result: TestResult) -> str:
@@ -305,21 +317,22 @@ _Row = tuple[int, str, int, str, str]
 _RUN_COLUMNS = (
     "run_id, fleet_id, status, created_at, started_at, finished_at, planned, done, "
     "manifest_json, base_dir, output_dir, labels_json, error, last_seq, artifacts_json, "
-    "pricing_version, counts_json"
+    "pricing_version, counts_json, run_key, warnings_json"
 )
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
     (run_id, fleet_id, status, created_at, started_at, finished_at, planned, done,
      manifest_json, base_dir, output_dir, labels_json, error, last_seq, artifacts_json,
-     pricing_version, counts_json) = row
+     pricing_version, counts_json, run_key, warnings_json) = row
     return RunRecord(
         run_id=run_id, fleet_id=fleet_id, status=RunStatus(status), created_at=created_at,
         started_at=started_at, finished_at=finished_at, planned=planned, done=done,
         manifest_json=manifest_json, base_dir=base_dir, output_dir=output_dir,
         labels=json.loads(labels_json), error=error, last_seq=last_seq,
         artifacts=[ArtifactRecord(**a) for a in json.loads(artifacts_json)],
-        pricing_version=pricing_version, counts=json.loads(counts_json),
+        pricing_version=pricing_version, counts=json.loads(counts_json), run_key=run_key,
+        warnings=None if warnings_json is None else tuple(json.loads(warnings_json)),
     )
 
 
@@ -423,8 +436,11 @@ class RunStore:
 
     def create_run(self, *, run_id: str, fleet_id: str, manifest_json: str, base_dir: str,
                    output_dir: str, planned: int, labels: dict[str, str],
-                   pricing_version: str | None) -> tuple[RunRecord, bool]:
-        """Store a new PENDING run; if ``run_id`` exists, return it untouched and ``False``.
+                   pricing_version: str | None,
+                   run_key: str | None = None) -> tuple[RunRecord, bool]:
+        """Store a new PENDING run; if ``run_id`` exists, return it untouched and ``False``
+        (except that a run key it lacks is recorded: the id hashes the key, so it is
+        the same key).
 
         Idempotent so that a retrying caller never starts (or pays for) a run twice.
         """
@@ -437,6 +453,8 @@ class RunStore:
                  manifest_json, base_dir, output_dir, json.dumps(labels, sort_keys=True),
                  pricing_version),
             )
+            if run_key is not None:
+                self._fill_run_key(conn, run_id, run_key)
             record = self._load_run(conn, run_id)
         assert record is not None  # inserted or already there, inside one transaction
         return record, cursor.rowcount == 1
@@ -531,6 +549,25 @@ class RunStore:
                  RunStatus.PENDING.value),
             ).fetchall()
         return [run_id for _, run_id in sorted(rows)]
+
+    def set_run_key(self, run_id: str, run_key: str) -> bool:
+        """Record the run key of a stored run that has none; whether it did (an unknown
+        run or one with a key already is left alone)."""
+        with self._write() as conn:
+            return self._fill_run_key(conn, run_id, run_key)
+
+    @staticmethod
+    def _fill_run_key(conn: sqlite3.Connection, run_id: str, run_key: str) -> bool:
+        return conn.execute("UPDATE runs SET run_key = ? WHERE run_id = ? AND run_key IS NULL",
+                            (run_key, run_id)).rowcount == 1
+
+    def set_warnings(self, run_id: str, warnings: Sequence[str]) -> None:
+        """Record the warnings the run ended with (replacing any recorded before)."""
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE runs SET warnings_json = ? WHERE run_id = ?",
+                                  (json.dumps(list(warnings)), run_id))
+            if cursor.rowcount == 0:
+                raise UnknownRunError(run_id)
 
     def set_artifacts(self, run_id: str, artifacts: Sequence[ArtifactRecord]) -> None:
         """Replace the run's artifact list (in the order given)."""

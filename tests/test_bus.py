@@ -55,6 +55,34 @@ async def test_throttle_bounds_the_backlog() -> None:
     assert len(recorder.seqs) == 100
 
 
+async def test_deliveries_gather_events_until_the_target_or_a_drain() -> None:
+    bus = EventBus("run", window_s=60, target=9)
+    batches: list[list[int]] = []
+    arrived = asyncio.Event()
+
+    class Batches:
+        async def handle(self, events: Sequence[Event]) -> None:
+            batches.append([e.seq for e in events])
+            arrived.set()
+
+    bus.subscribe("batches", Batches())
+    async with asyncio.timeout(10):  # far below the 60 s window: nothing waited it out
+        bus.publish(lambda seq: Event("run", seq))
+        await arrived.wait()  # the first event after a quiet spell goes out at once
+        arrived.clear()
+        bus.publish(lambda seq: Event("run", seq))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the dispatcher is gathering, not delivering
+        assert batches == [[1]]
+        for _ in range(8):
+            bus.publish(lambda seq: Event("run", seq))
+        await arrived.wait()  # 9 pending: the target starts the delivery
+        bus.publish(lambda seq: Event("run", seq))
+        await bus.drain()  # a drain does not wait for the window either
+        await bus.aclose()
+    assert batches == [[1], list(range(2, 11)), [11]]
+
+
 async def test_a_live_feed_that_lags_is_marked_and_ends() -> None:
     bus = EventBus("run")
     slow = bus.live(maxsize=2)

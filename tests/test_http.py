@@ -7,6 +7,8 @@ hangs up, a malformed or truncated response, cookies) use tiny asyncio/aiohttp s
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import json
 import socket
 import time
@@ -299,6 +301,158 @@ def test_error_type_table_prefers_the_most_specific_mapping() -> None:
     assert httpx_error_type(aiohttp.ServerDisconnectedError()) is httpx.RemoteProtocolError
     assert httpx_error_type(aiohttp.ClientOSError()) is httpx.ReadError
     assert httpx_error_type(ValueError("not ours")) is None
+
+
+# --- the cheaper request path: httpx's behaviour, less CPU -------------------------------------
+
+
+@pytest.fixture
+async def echo_url() -> AsyncIterator[str]:
+    """A server answering ``/echo`` with the request it got (method, path, headers in
+    order, body), ``/moved`` with a redirect to ``/echo`` and ``/gzip`` with a gzipped
+    JSON body."""
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/moved":
+            return web.Response(status=302, headers={"Location": "/echo"})
+        if request.path == "/gzip":
+            body = gzip.compress(json.dumps({"zipped": True}).encode())
+            return web.Response(body=body, headers={"Content-Encoding": "gzip",
+                                                    "Content-Type": "application/json"})
+        return web.json_response({
+            "method": request.method, "path": request.path_qs,
+            "headers": [[k.decode(), v.decode()] for k, v in request.raw_headers],
+            "body": (await request.read()).decode(),
+        })
+
+    runner = web.ServerRunner(web.Server(handler, access_log=None))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def _built(request: httpx.Request) -> tuple[Any, ...]:
+    return (request.method, str(request.url), request.headers.raw, request.headers.encoding,
+            request.content, request.extensions)
+
+
+async def test_requests_are_built_exactly_as_httpx_builds_them() -> None:
+    url = "http://127.0.0.1:9/v1/chat/completions"
+    calls: list[dict[str, Any]] = [
+        {"content": b'{"a": 1}', "headers": {"Content-Type": "application/json",
+                                             "Authorization": "Bearer sk-x"}},
+        {"content": b"x"},
+        {"content": b"xy", "headers": {"Host": "vendor.test", "content-length": "2"}},
+        {"content": b"x", "headers": {"X-Name": "Zoë".encode()}},  # not ASCII: UTF-8
+        {"content": b"x", "timeout": 5.0},
+        {"content": b"x", "timeout": httpx.Timeout(1.0, connect=2.0)},
+        {"content": b"x", "extensions": {"sni_hostname": "vendor.test"}},
+        {"content": b"x", "extensions": {"timeout": {"connect": 1.0, "read": 2.0,
+                                                     "write": None, "pool": None}}},
+        {"content": b""},  # httpx's own path: no Content-Length but "0", first
+        {"json": {"a": 1}},
+    ]
+    async with create_http_client() as client:
+        for _ in range(2):  # the second time from the header cache
+            for call in calls:
+                ours = client.build_request("POST", url, **call)
+                theirs = httpx.AsyncClient.build_request(client, "POST", url, **call)
+                assert _built(ours) == _built(theirs), call
+        with pytest.raises(UnicodeEncodeError):  # a str header must be ASCII, as in httpx
+            client.build_request("POST", url, content=b"x", headers={"X-Name": "Zoë"})
+        client.headers["X-Client"] = "changed"  # the client's headers are part of the key
+        ours = client.build_request("POST", url, content=b"x")
+        assert ours.headers["x-client"] == "changed"
+        assert _built(ours) == _built(
+            httpx.AsyncClient.build_request(client, "POST", url, content=b"x"))
+
+
+async def test_redirects_are_reported_and_followed_only_when_asked(echo_url: str) -> None:
+    async with create_http_client() as client:
+        moved = await client.post(f"{echo_url}/moved", content=b"x")
+        assert moved.status_code == 302
+        assert moved.history == []
+        assert moved.next_request is not None
+        assert str(moved.next_request.url) == f"{echo_url}/echo"
+        followed = await client.get(f"{echo_url}/moved", follow_redirects=True)
+    assert followed.status_code == 200
+    assert [r.status_code for r in followed.history] == [302]
+    assert followed.json()["path"] == "/echo"
+
+
+async def test_auth_credentials_in_the_url_and_event_hooks_still_apply(echo_url: str) -> None:
+    seen: list[str] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        seen.append(f"request {request.url.path}")
+
+    async def on_response(response: httpx.Response) -> None:
+        seen.append(f"response {response.status_code}")
+
+    async with create_http_client() as client:
+        with_auth = await client.post(f"{echo_url}/echo", content=b"x", auth=("ann", "pw"))
+        in_url = await client.post(echo_url.replace("//", "//bob:pw@") + "/echo", content=b"x")
+        client.event_hooks = {"request": [on_request], "response": [on_response]}
+        hooked = await client.post(f"{echo_url}/echo", content=b"x")
+
+    def authorization(response: httpx.Response) -> str | None:
+        return dict((k.lower(), v) for k, v in response.json()["headers"]).get("authorization")
+
+    assert authorization(with_auth) == "Basic " + base64.b64encode(b"ann:pw").decode()
+    assert authorization(in_url) == "Basic " + base64.b64encode(b"bob:pw").decode()
+    assert authorization(hooked) is None
+    assert seen == ["request /echo", "response 200"]
+
+
+async def test_the_wire_carries_httpx_headers_and_the_body(echo_url: str) -> None:
+    async with create_http_client() as client:
+        response = await client.post(f"{echo_url}/echo?x=1", content=b'{"q": 1}',
+                                     headers={"Content-Type": "application/json"})
+    sent = response.json()
+    assert (sent["method"], sent["path"], sent["body"]) == ("POST", "/echo?x=1", '{"q": 1}')
+    on_the_wire = [[name.lower(), value] for name, value in sent["headers"]]
+    assert on_the_wire == [[k.lower(), v] for k, v in response.request.headers.multi_items()]
+    assert ["content-length", "8"] in on_the_wire
+
+
+async def test_a_whole_answer_is_left_as_httpx_reading_it_would_leave_it(echo_url: str) -> None:
+    async with create_http_client() as client:
+        fast = await client.post(f"{echo_url}/echo", content=b"same")
+        async with client.stream("POST", f"{echo_url}/echo", content=b"same") as reference:
+            await reference.aread()  # httpx's own generators
+    for response in (fast, reference):
+        with pytest.raises(httpx.StreamConsumed):
+            [chunk async for chunk in response.aiter_raw()]
+    assert fast.content == reference.content
+    assert [c async for c in fast.aiter_bytes()] == [c async for c in reference.aiter_bytes()]
+    state = ("is_closed", "is_stream_consumed", "num_bytes_downloaded", "encoding", "text",
+             "status_code", "http_version", "reason_phrase", "charset_encoding")
+    assert {name: getattr(fast, name) for name in state} == \
+        {name: getattr(reference, name) for name in state}
+    assert [k for k, _ in fast.headers.raw] == [k for k, _ in reference.headers.raw]
+    assert fast.elapsed.total_seconds() > 0
+
+
+async def test_a_whole_answer_is_read_decoded_closed_and_timed(echo_url: str) -> None:
+    async with create_http_client() as client:
+        response = await client.get(f"{echo_url}/gzip")
+        assert response.json() == {"zipped": True}
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.is_stream_consumed
+        assert response.is_closed
+        assert response.num_bytes_downloaded == int(response.headers["content-length"])
+        assert response.elapsed.total_seconds() > 0
+        await response.aclose()  # closing again is harmless
+        async with client.stream("GET", f"{echo_url}/gzip") as streamed:
+            assert json.loads(await streamed.aread()) == {"zipped": True}
+        assert streamed.is_closed
+        assert streamed.elapsed.total_seconds() > 0
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.get(f"{echo_url}/echo")
 
 
 # --- client settings --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from fleetbench._cli import main
 from fleetbench._plugins import PluginHost
 from fleetbench._prepare import prepare_file
 from fleetbench._runner import RunOutcome, execute_run
-from fleetbench._store import RunStore
+from fleetbench._store import DB_NAME, RunStore
+from fleetbench.records import RunStatus
 
 from .conftest import FleetDir
 
@@ -106,7 +108,7 @@ def test_deleted_artifacts_come_back_equal(stored: StoredRun) -> None:
     before = json.loads(stored.originals["fleet_results.json"])
     after = json.loads((folder / "fleet_results.json").read_text(encoding="utf-8"))
     assert _without_timestamps(after) == _without_timestamps(before)
-    assert after["metadata"]["warnings"] == list(stored.outcome.warnings)  # from run.json
+    assert after["metadata"]["warnings"] == list(stored.outcome.warnings)  # from the store
     assert _csv_without_timestamps((folder / "fleet_summary.csv").read_text("utf-8")) == \
         _csv_without_timestamps(stored.originals["fleet_summary.csv"].decode())
 
@@ -150,6 +152,28 @@ def test_a_completed_run_with_missing_artifacts_points_at_report(stored: StoredR
     (warning,) = again.warnings
     assert "junit.xml" in warning
     assert f"`fleetbench report {stored.outcome.run_id}` regenerates them" in warning
+
+
+def test_warnings_come_from_the_store_or_from_an_older_runs_run_json(
+        stored: StoredRun) -> None:
+    folder, run_id = stored.outcome.output_dir, stored.outcome.run_id
+    expected = list(stored.outcome.warnings)
+
+    def reported_warnings() -> list[str]:
+        result = _report(stored, run_id, "--format", "json")
+        assert result.exit_code == 0, result.output
+        data = json.loads((folder / "fleet_results.json").read_text(encoding="utf-8"))
+        return list(data["metadata"]["warnings"])
+
+    (folder / "run.json").unlink()
+    assert reported_warnings() == expected  # from the store
+    with RunStore(stored.state) as store:
+        store.set_status(run_id, RunStatus.FAILED, error="stopped at the first error")
+    assert reported_warnings() == [*expected, "stopped at the first error"]  # error last
+    with sqlite3.connect(stored.state / DB_NAME) as raw:  # as a run stored before them
+        raw.execute("UPDATE runs SET warnings_json = NULL")
+    raw.close()
+    assert reported_warnings() == [*expected, "stopped at the first error"]  # run.json's
 
 
 def test_bad_requests_exit_2_and_write_nothing(stored: StoredRun, tmp_path: Path) -> None:

@@ -348,7 +348,8 @@ async def test_shutdown_interrupts_runs_and_ends_their_streams(
         fleet_dir: FleetDir, host: PluginHost, tmp_path: Path) -> None:
     manifest = slow_fleet(fleet_dir, latency_ms=50).write()
     async with running_server(config_for(tmp_path), host) as served:
-        run_id = (await served.stub.StartFleetRun(start_request(manifest))).run.run_id
+        run_id = (await served.stub.StartFleetRun(start_request(
+            manifest, run_key="nightly"))).run.run_id
         stream = asyncio.ensure_future(collect(served.stub, run_id))
         await run_when(served.stub, run_id, lambda r: r.progress.done >= 2, what="results")
         await served.server.stop(grace_s=5.0)
@@ -359,9 +360,26 @@ async def test_shutdown_interrupts_runs_and_ends_their_streams(
         record = store.get_run(run_id)
     assert record is not None
     assert record.status is RunStatus.INTERRUPTED
+    assert record.run_key == "nightly"  # what the id hashes: the restart plans with it
     assert record.done == len(seqs(messages))
     async with running_server(config_for(tmp_path), host) as served:  # resumes by itself
         messages = await collect(served.stub, run_id)
         assert messages[-1].status == pb.RUN_STATUS_COMPLETED
         assert len({r.key for m in await collect(served.stub, run_id)
                     for r in m.results}) == 32
+
+
+async def test_a_replay_after_a_restart_reads_the_windows_encoded_during_the_run(
+        fleet_dir: FleetDir, host: PluginHost, tmp_path: Path) -> None:
+    manifest = big_fleet(fleet_dir).write()
+    async with running_server(config_for(tmp_path), host) as served:
+        run_id = (await served.stub.StartFleetRun(start_request(manifest))).run.run_id
+        live = await collect(served.stub, run_id, max_batch=100)
+    with sqlite3.connect(tmp_path / "state" / "server.sqlite3") as raw:
+        kept = raw.execute("SELECT run_id, variant, first, last FROM windows").fetchall()
+    raw.close()
+    assert kept == [(run_id, "responses", 0, 1000)]  # 1001-: not complete, not kept
+    async with running_server(config_for(tmp_path), host) as served:
+        replay = await collect(served.stub, run_id, max_batch=100, replay_only=True)
+    assert [r for m in replay for r in m.results] == [r for m in live for r in m.results]
+    assert len(seqs(replay)) == 1208

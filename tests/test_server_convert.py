@@ -7,15 +7,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import multiprocessing
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 from fleetbench_client.v1 import fleetbench_pb2 as pb
 
 from fleetbench._server import _convert as convert
-from fleetbench._server._channel import LiveBatch
-from fleetbench._server._stream import ReplayCache, Row, StreamMessage
+from fleetbench._server._channel import LiveBatch, RunChannel
+from fleetbench._server._encoded import SCHEMA_VERSION, EncodedWindows, WindowKey
+from fleetbench._server._replay import ReplayCache, Row
+from fleetbench._server._stream import StreamMessage
 from fleetbench._store import RunStore, encode_result
+from fleetbench.events import Event, RunStarted, TestFinished
 from fleetbench.records import RunStatus, Status, TestResult
 
 from .test_store import make_result, new_run, rows_for
@@ -168,3 +174,160 @@ async def test_the_replay_cache_keeps_within_its_bytes(tmp_path: Path) -> None:
         rows = await cache.rows("fleet-abc", CountingEncoder(), 0, 1000)
         assert [seq for seq, _ in rows] == list(range(1, 501))
         assert 2 * window * 0.9 < cache.bytes <= 2 * window + window // 2  # the last two
+
+
+# ── windows kept in the server's file ──
+
+
+def kept_seqs(kept: EncodedWindows, store: RunStore, first: int, last: int,
+              run_id: str = "fleet-abc") -> list[int] | None:
+    run = store.get_run(run_id)
+    assert run is not None
+    rows = kept.get(WindowKey(run_id, run.created_at, "responses", first, last))
+    return None if rows is None else [seq for seq, _ in rows]
+
+
+async def test_kept_windows_outlive_the_cache_but_not_their_run(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with RunStore(state) as store:
+        new_run(store, planned=5000)
+        store.append_results("fleet-abc", seq_rows(range(2, 2502)))
+        direct = CountingEncoder().stored(store.result_json_rows("fleet-abc"))
+        kept = EncodedWindows(state, store)
+        first = CountingEncoder()
+        assert await ReplayCache(store, kept=kept).rows("fleet-abc", first, 0, 5000) == direct
+        assert first.converted == 2500
+        kept.close()
+
+        kept = EncodedWindows(state, store)  # a restarted server: a new cache, same file
+        again = CountingEncoder()
+        assert await ReplayCache(store, kept=kept).rows("fleet-abc", again, 0, 5000) == direct
+        assert again.converted == 501  # only the open window 2001-3000
+        assert kept_seqs(kept, store, 0, 1000) == list(range(2, 1001))
+
+    for stale in state.glob("runs.sqlite3*"):  # a new run store, the same run id
+        stale.unlink()
+    with RunStore(state) as store:
+        new_run(store, planned=5000)
+        store.append_results("fleet-abc", rows_for(range(2, 2502), offset=7))
+        fresh = CountingEncoder()
+        rows = await ReplayCache(store, kept=kept).rows("fleet-abc", fresh, 0, 5000)
+        assert rows == fresh.stored(store.result_json_rows("fleet-abc")) != direct
+        assert fresh.converted == 2 * 2500
+        kept.close()
+
+
+def test_a_server_file_of_version_0_hands_its_run_keys_to_the_store(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    with sqlite3.connect(state / "server.sqlite3") as raw:  # as fleetbench 0.1 left it
+        raw.execute("CREATE TABLE run_keys (run_id TEXT PRIMARY KEY, run_key TEXT NOT NULL, "
+                    "stored_at TEXT NOT NULL) STRICT")
+        raw.executemany("INSERT INTO run_keys VALUES (?, ?, '2025-01-01T00:00:00Z')",
+                        [("fleet-abc", "nightly"), ("gone-run", "x")])
+    raw.close()
+    with RunStore(state) as store:
+        new_run(store)
+        EncodedWindows(state, store).close()
+        run = store.get_run("fleet-abc")
+        assert run is not None
+        assert run.run_key == "nightly"
+        assert store.get_run("gone-run") is None
+    with sqlite3.connect(state / "server.sqlite3") as raw:
+        tables = {name for (name,) in raw.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"windows"}
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        raw.execute("INSERT INTO windows VALUES ('r', 'c', 'v', 0, 1, x'', x'', x'')")
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")  # another encoding
+    raw.close()
+    with RunStore(state) as store:
+        EncodedWindows(state, store).close()
+    with sqlite3.connect(state / "server.sqlite3") as raw:
+        assert raw.execute("SELECT count(*) FROM windows").fetchone()[0] == 0
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+
+
+async def feed(channel: RunChannel, store: RunStore | None, seqs: range, *, batch: int,
+               unstored: frozenset[int] = frozenset()) -> None:
+    """What the bus does: store each batch (but the ``unstored`` seqs; nothing without a
+    store), then hand it to the channel; the first seq is the run's start."""
+    run_id = channel.run_id
+    events: list[Event] = [RunStarted(run_id, seqs[0], "fleet", 5000, 0, "now")]
+    events += [TestFinished(run_id, seq, make_result(seq)) for seq in seqs[1:]]
+    for start in range(0, len(events), batch):
+        chunk = events[start:start + batch]
+        if store is not None:
+            store.append_results(run_id, [(e.seq, e.result) for e in chunk
+                                          if isinstance(e, TestFinished)
+                                          and e.seq not in unstored])
+        await channel.handle(chunk)
+
+
+async def test_a_run_executing_here_has_its_windows_encoded_as_they_complete(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with RunStore(state) as store:
+        new_run(store, planned=5000)
+        new_run(store, "fleet-def")
+        kept = EncodedWindows(state, store)
+        encoder = CountingEncoder()
+        cache = ReplayCache(store, kept=kept, encoder_for=lambda _: encoder)
+        channel = RunChannel("fleet-abc", 5000, follower_limit=10, recorder=cache)
+        await feed(channel, store, range(1, 2301), batch=300, unstored=frozenset({1500}))
+        # The channel saw 1-2000 before it saw 2001-2300, but the store has no seq 2000
+        # for fleet-def: its window is not complete there, so it is not kept.
+        await feed(RunChannel("fleet-def", 5000, follower_limit=10, recorder=cache), None,
+                   range(1, 1201), batch=600)
+        await cache.aclose()  # the conversions under way
+        assert encoder.converted == 999 + 999  # the store decides: it has no seq 1500
+        assert kept_seqs(kept, store, 0, 1000) == list(range(2, 1001))
+        assert kept_seqs(kept, store, 1000, 2000) == [s for s in range(1001, 2001)
+                                                      if s != 1500]
+        assert kept_seqs(kept, store, 0, 1000, "fleet-def") is None
+        everything = await cache.rows("fleet-abc", encoder, 0, 5000)
+        assert encoder.converted == 1998 + 300  # only the open window, 2001-2300
+        assert [seq for seq, _ in everything] == [s for s in range(2, 2301) if s != 1500]
+
+        resumed = RunChannel("fleet-abc", 5000, follower_limit=10, recorder=cache)
+        await feed(resumed, store, range(2301, 4101), batch=700)
+        await cache.aclose()
+        # 2001-3000, begun before the run resumed, and 3001-4000 are complete.
+        assert kept_seqs(kept, store, 2000, 3000) == [s for s in range(2001, 3001)
+                                                      if s != 2301]
+        assert kept_seqs(kept, store, 3000, 4000) == list(range(3001, 4001))
+        kept.close()
+
+
+class DyingEncoder(CountingEncoder):
+    """Kills the worker process it converts in (and works in the server's own)."""
+
+    def stored(self, rows: list[tuple[int, bytes]]) -> list[Row]:
+        if multiprocessing.parent_process() is not None:
+            os._exit(3)
+        return super().stored(rows)
+
+
+@pytest.mark.parametrize("encoder_type", [CountingEncoder, DyingEncoder])
+async def test_a_worker_process_converts_the_windows_of_runs_executing_here(
+        tmp_path: Path, encoder_type: type[CountingEncoder]) -> None:
+    state = tmp_path / "state"
+    with RunStore(state) as store:
+        new_run(store, planned=5000)
+        kept = EncodedWindows(state, store)
+        encoder = encoder_type()
+        cache = ReplayCache(store, kept=kept, encoder_for=lambda _: encoder, worker=True)
+        await feed(RunChannel("fleet-abc", 5000, follower_limit=10, recorder=cache), store,
+                   range(1, 2301), batch=500)
+        await cache.aclose()
+        rows = await cache.rows("fleet-abc", encoder, 0, 5000)
+        assert [seq for seq, _ in rows] == list(range(2, 2301))
+        if encoder_type is CountingEncoder:  # converted over there, read from memory here
+            assert encoder.converted == 300
+            assert kept_seqs(kept, store, 1000, 2000) == list(range(1001, 2001))
+        else:  # the worker died: the stream converted them here
+            assert encoder.converted == 2299
+        with pytest.raises(ValueError, match="needs the file"):
+            ReplayCache(store, worker=True)
+        kept.close()

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,7 @@ def test_creates_a_wal_database_at_the_current_schema_version(tmp_path: Path) ->
     RunStore(state).close()
     with sqlite3.connect(state / DB_NAME) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     raw.close()
 
 
@@ -152,6 +153,39 @@ def test_a_database_of_an_older_version_is_migrated_and_keeps_its_runs(tmp_path:
     with sqlite3.connect(path) as raw2:
         assert raw2.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     raw2.close()
+
+
+def test_runs_of_version_2_get_a_run_key_and_warnings_once_recorded(tmp_path: Path) -> None:
+    raw = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    apply_migrations(raw, MIGRATIONS[:2])
+    raw.execute("INSERT INTO runs (run_id, fleet_id, status, created_at, planned, "
+                "manifest_json, base_dir, output_dir, labels_json) VALUES "
+                "('old-run', 'old', 'interrupted', '2024-01-01T00:00:00Z', 3, '{}', '.', 'o', "
+                "'{}')")
+    raw.close()
+
+    with RunStore(tmp_path) as store:
+        old = store.get_run("old-run")
+        assert old is not None
+        assert (old.run_key, old.warnings) == (None, None)  # not recorded
+        assert store.set_run_key("old-run", "nightly")
+        assert not store.set_run_key("old-run", "other")  # the first key stays
+        assert not store.set_run_key("no-such-run", "k")
+        store.set_warnings("old-run", ["no price known for x:y", "cancelled"])
+        with pytest.raises(UnknownRunError):
+            store.set_warnings("no-such-run", [])
+        again, created = store.create_run(
+            run_id="old-run", fleet_id="old", manifest_json="{}", base_dir=".",
+            output_dir="o", planned=3, labels={}, pricing_version=None, run_key="other")
+        assert not created
+        assert (again.run_key, again.warnings) == ("nightly", ("no price known for x:y",
+                                                               "cancelled"))
+        new, _ = store.create_run(
+            run_id="new-run", fleet_id="new", manifest_json="{}", base_dir=".",
+            output_dir="o", planned=1, labels={}, pricing_version=None, run_key="")
+        assert (new.run_key, new.warnings) == ("", None)
+        store.set_warnings("new-run", [])
+        assert store.get_run("new-run") == replace(new, warnings=())
 
 
 def test_reopening_the_current_version_keeps_everything(tmp_path: Path) -> None:

@@ -1,17 +1,18 @@
 """Assembles the ``grpc.aio`` server and runs its life: open, ready, serve, stop.
 
-- **open**: open the run store, load plugins, bind the port (TLS if configured) with
-  ``grpc.server.max_pending_requests`` raised, register the FleetBench service,
-  standard health checking (NOT_SERVING) and reflection (v1alpha, the only version
-  grpcio-reflection serves), then start accepting calls; with a metrics port, serve
-  Prometheus metrics on the same host (``_metrics``).
+- **open**: open the run store and the server's own file (``_encoded``), load
+  plugins, bind the port (TLS if configured) with ``grpc.server.max_pending_requests``
+  raised, register the FleetBench service, standard health checking (NOT_SERVING) and
+  reflection (v1alpha, the only version grpcio-reflection serves), then start accepting
+  calls; with a metrics port, serve Prometheus metrics on the same host (``_metrics``).
 - **ready**: recover (stale RUNNING/PENDING runs become INTERRUPTED, and every
   INTERRUPTED run resumes), then health turns SERVING. Calls that start, cancel or
   follow runs wait for this, so they never race the recovery.
 - **stop** (SIGTERM/SIGINT under :func:`serve`): health turns NOT_SERVING, new calls
   are refused, executing runs are interrupted (recorded INTERRUPTED, so they resume on
   the next start) which ends their streams, then in-flight calls get ``grace`` seconds;
-  the metrics endpoint stops last, before the run store closes.
+  the metrics endpoint stops last; windows of results being kept (``_replay``'s
+  replay cache) are finished, then the run store and the server's file close.
 
 ``SO_REUSEPORT`` is switched off so that a port in use is an error, not a second
 server silently sharing it.
@@ -19,7 +20,9 @@ server silently sharing it.
 :func:`serve` (the ``fleetbench serve`` process) also makes full cyclic garbage
 collections rare (:func:`_tune_gc`): each one walks every object of the process (a large
 run's plan, its aggregates) with the event loop stopped, 100–180 ms in a 100,000-test
-run, which showed up directly as the delay of live results.
+run, which showed up directly as the delay of live results. It also starts the
+conversion worker process (``_replay``) right away, so that its start-up (≈ 1 s of
+imports) does not compete with the first run for the machine.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ from grpc_reflection.v1alpha import reflection
 from fleetbench._plugins import PluginHost, load_plugins
 from fleetbench._server._auth import BearerTokenInterceptor
 from fleetbench._server._config import ServerConfig
-from fleetbench._server._convert import SERVICE_NAME, add_service
+from fleetbench._server._convert import SERVICE_NAME, ResultEncoder, add_service
+from fleetbench._server._encoded import EncodedWindows
 from fleetbench._server._intake import Intake
 from fleetbench._server._metrics import MetricsEndpoint, ServerMetrics
 from fleetbench._server._paths import DataRoots
-from fleetbench._server._runkeys import RunKeys
+from fleetbench._server._replay import ReplayCache
 from fleetbench._server._runs import RunManager
 from fleetbench._server._service import FleetBenchService
 from fleetbench._store import RunStore
@@ -67,7 +71,8 @@ class FleetBenchServer:
         self._server: grpc.aio.Server | None = None
         self._health = health_aio.HealthServicer()
         self._store: RunStore | None = None
-        self._run_keys: RunKeys | None = None
+        self._encoded: EncodedWindows | None = None
+        self._replays: ReplayCache | None = None
         self._manager: RunManager | None = None
         self.metrics = ServerMetrics(lambda: self._store)
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -96,13 +101,15 @@ class FleetBenchServer:
         """Bind and start accepting calls; health says NOT_SERVING until :meth:`ready`."""
         config = self.config
         self._store = RunStore(config.state_dir)
-        self._run_keys = RunKeys(config.state_dir)
+        self._encoded = EncodedWindows(config.state_dir, self._store)
+        replays = self._replays = ReplayCache(self._store, kept=self._encoded,
+                                              encoder_for=_encoder, worker=True)
         host = self._host or load_plugins()
         intake = Intake(host, config.cache_dir, DataRoots(config.data_roots))
-        self._manager = RunManager(self._store, host, intake, self._run_keys, config.limits,
+        self._manager = RunManager(self._store, host, intake, config.limits,
                                    stream_buffer=config.stream_buffer,
                                    run_subscribers=[("metrics", self.metrics.results)],
-                                   executor=config.executor)
+                                   executor=config.executor, recorder=replays)
         interceptors = [self.metrics.interceptor()]
         if config.auth_token:
             interceptors.append(BearerTokenInterceptor(config.auth_token))
@@ -116,7 +123,7 @@ class FleetBenchServer:
             ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ])
-        add_service(FleetBenchService(self._manager, self.metrics), server)
+        add_service(FleetBenchService(self._manager, self.metrics, replays), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for name in _HEALTH_NAMES:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -165,6 +172,12 @@ class FleetBenchServer:
             raise OSError(f"cannot listen on {target}")
         return port
 
+    def start_worker(self) -> None:
+        """Start the process that converts results for the wire now rather than when the
+        first run needs it."""
+        if self._replays is not None:
+            self._replays.start_worker()
+
     async def ready(self) -> None:
         """Resume interrupted runs, then report SERVING."""
         resumed = await self.manager.recover()
@@ -183,8 +196,11 @@ class FleetBenchServer:
             endpoint, self._metrics_endpoint = self._metrics_endpoint, None
             if endpoint is not None:
                 await endpoint.stop()
-            store, keys, self._store, self._run_keys = self._store, self._run_keys, None, None
-            for closable in (store, keys):
+            replays, self._replays = self._replays, None
+            if replays is not None:
+                await replays.aclose()
+            store, encoded, self._store, self._encoded = self._store, self._encoded, None, None
+            for closable in (store, encoded):
                 if closable is not None:
                     closable.close()
 
@@ -198,6 +214,10 @@ class FleetBenchServer:
         finally:
             await stopping
         _log.info("server stopped")
+
+
+def _encoder(save_responses: bool) -> ResultEncoder:
+    return ResultEncoder(save_responses=save_responses)
 
 
 GC_THRESHOLDS = (700, 10, 1000)
@@ -230,6 +250,7 @@ async def serve(config: ServerConfig, *, announce: Callable[[str], None],
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.open()
+        server.start_worker()
         _tune_gc()
         announce(f"listening on {server.address}")
         ready = asyncio.create_task(server.ready())

@@ -14,6 +14,10 @@ A live snapshot must describe exactly the results up to its ``as_of_seq``. The l
 aggregator is fed before the channel, so between the two (while a plugin subscriber
 works on a batch) it may be one batch ahead; :meth:`RunChannel.snapshot` waits for the
 channel to catch up, so counts and ``as_of_seq`` always agree.
+
+The channel also tells a :class:`Recorder` (the server's replay cache) of each window
+of seqs the run completes, so that the window's results are encoded for the wire once,
+as the run produces them, and kept for replays.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fleetbench._aggregator import Aggregator
 from fleetbench._clock import utc_now
@@ -50,6 +54,20 @@ class LiveBatch:
     def __init__(self, rows: list[tuple[int, TestResult]]) -> None:
         self.rows = rows
         self.encoded: dict[Any, Any] = {}
+
+
+class Recorder(Protocol):
+    """Keeps the complete windows of a run as they are produced (``_replay.ReplayCache``)."""
+
+    @property
+    def window(self) -> int:
+        """Seqs per window."""
+        ...
+
+    def window_complete(self, channel: RunChannel, index: int) -> None:
+        """``channel`` handled the events of window ``index`` and beyond (they are
+        stored). Must return at once."""
+        ...
 
 
 class Follower:
@@ -108,11 +126,17 @@ class RunChannel:
     ``aggregator`` is the live aggregator to hand to ``execute_run`` as ``live``.
 
     :param follower_limit: events one follower may hold before it counts as lagged.
+    :param save_responses: the run's ``output.save_responses`` (how results are encoded).
+    :param recorder: told of every complete window.
     """
 
-    def __init__(self, run_id: str, planned: int, *, follower_limit: int) -> None:
+    def __init__(self, run_id: str, planned: int, *, follower_limit: int,
+                 save_responses: bool = True, recorder: Recorder | None = None) -> None:
         self.run_id = run_id
         self.planned = planned
+        self.save_responses = save_responses
+        self._recorder = recorder
+        self._window: int | None = None  # the next window to complete, once known
         self.aggregator = Aggregator()
         self.started = False
         """Whether the run's ``RunStarted`` went by (it is executing, not pending)."""
@@ -147,7 +171,18 @@ class RunChannel:
             for follower in self._followers:
                 follower.offer(batch)
             self._followers = [f for f in self._followers if not f.lagged]
+        if self._recorder is not None:
+            self._completed(self._recorder, events[0].seq)
         self._wake()
+
+    def _completed(self, recorder: Recorder, first_seq: int) -> None:
+        """Tell the recorder of every window the events up to ``head_seq`` completed."""
+        size = recorder.window
+        if self._window is None:  # the window of this execution's first event
+            self._window = (first_seq - 1) // size
+        while self.head_seq >= (self._window + 1) * size:
+            recorder.window_complete(self, self._window)
+            self._window += 1
 
     def follow(self) -> Follower:
         """A new follower of the events handled from now on (closed if the run ended)."""

@@ -35,8 +35,9 @@ from fleetbench._plugins import PluginInfo
 from fleetbench._server._artifacts import Chunk
 from fleetbench._server._channel import LiveBatch, Snapshot
 from fleetbench._server._intake import Validation
+from fleetbench._server._replay import Row
 from fleetbench._server._runs import RunView
-from fleetbench._server._stream import Row, StreamMessage
+from fleetbench._server._stream import StreamMessage
 from fleetbench._store import RunRecord
 from fleetbench.errors import Problem
 from fleetbench.records import Distribution, GroupStats, RunStatus, Status, Summary, TestResult
@@ -233,14 +234,14 @@ def encode_live(batch: LiveBatch, *, save_responses: bool) -> list[Row]:
 
 
 class ResultEncoder:
-    """The stream's :class:`~fleetbench._server._stream.Encoder` for one run."""
+    """The stream's :class:`~fleetbench._server._replay.Encoder` for one run."""
 
     def __init__(self, *, save_responses: bool) -> None:
         self.save_responses = save_responses
 
     @property
-    def cache_key(self) -> bool:
-        return self.save_responses
+    def variant(self) -> str:
+        return "responses" if self.save_responses else "no-responses"
 
     def stored(self, rows: list[tuple[int, bytes]]) -> list[Row]:
         return encode_stored(rows, save_responses=self.save_responses)

@@ -18,6 +18,9 @@ task running ``execute_run``). Rules:
   RUNNING in the store, which ``recover`` treats as interrupted too.
 - **Recovery.** At start-up, stale RUNNING/PENDING runs become INTERRUPTED and every
   INTERRUPTED run is planned again from its stored manifest and run key and resumed.
+
+A run's channel hands its complete windows of results to the ``recorder`` (the server's
+replay cache), which keeps them encoded for replays.
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ from fleetbench._bus import Subscriber
 from fleetbench._plugins import PluginHost
 from fleetbench._prepare import Prepared
 from fleetbench._runner import execute_run
-from fleetbench._server._channel import RunChannel, Snapshot
+from fleetbench._server._channel import Recorder, RunChannel, Snapshot
 from fleetbench._server._config import Limits
 from fleetbench._server._errors import OverLimitError, RunNotFoundError, ShuttingDownError
 from fleetbench._server._intake import Intake, ManifestInput, Validation, warnings_of
-from fleetbench._server._runkeys import RunKeys
 from fleetbench._server._summaries import StoredSummaries
 from fleetbench._store import RunRecord, RunStore, UnknownRunError
 from fleetbench.errors import FleetbenchError, InputError
@@ -54,7 +56,8 @@ _RESUMABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRU
 @dataclass(frozen=True, slots=True)
 class RunView:
     """A run as the API shows it: the stored record, the status as seen from this
-    process, a summary (``None``: only the stored counts are known) and warnings."""
+    process, a summary (``None``: only the stored counts are known) and warnings
+    (those known so far while it executes here, else the stored ones)."""
 
     record: RunRecord
     status: RunStatus
@@ -70,6 +73,7 @@ class _Execution:
     planned: int
     channel: RunChannel
     warnings: tuple[str, ...]
+    run_key: str
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     interrupting: bool = False
@@ -83,12 +87,12 @@ class RunManager:
     :param run_subscribers: more lossless bus subscribers of every run (the server's
         metrics), after the run's gRPC streams.
     :param executor: the executor of every run instead of its manifest's.
+    :param recorder: told of every complete window of every run's results.
     """
 
-    def __init__(self, store: RunStore, host: PluginHost, intake: Intake, run_keys: RunKeys,
-                 limits: Limits, *, stream_buffer: int,
-                 run_subscribers: Sequence[tuple[str, Subscriber]] = (),
-                 executor: str | None = None) -> None:
+    def __init__(self, store: RunStore, host: PluginHost, intake: Intake, limits: Limits, *,
+                 stream_buffer: int, run_subscribers: Sequence[tuple[str, Subscriber]] = (),
+                 executor: str | None = None, recorder: Recorder | None = None) -> None:
         self.store = store
         self._executor = executor
         self._stream_buffer = stream_buffer
@@ -96,10 +100,9 @@ class RunManager:
         self.host = host
         self.intake = intake
         self.limits = limits
-        self._run_keys = run_keys
+        self._recorder = recorder
         self._executions: dict[str, _Execution] = {}
         self._summaries = StoredSummaries(store)
-        self._warnings: dict[str, tuple[str, ...]] = {}
         self._closing = False
         self._ready = asyncio.Event()  # set once recover() ran: no start races it
 
@@ -155,7 +158,7 @@ class RunManager:
                 and status is not RunStatus.RUNNING:
             status = RunStatus.PENDING  # accepted (or resuming), not yet executing
         stats = (await self.snapshot(record)).summary if summary else None
-        warnings = execution.warnings if execution else self._warnings.get(record.run_id, ())
+        warnings = execution.warnings if execution else record.warnings or ()
         return RunView(record, status, stats, warnings)
 
     # ── validation and start ──
@@ -183,8 +186,7 @@ class RunManager:
             # (recovery turned this process's own leftovers into INTERRUPTED).
             return await self._view(record, summary=True), False
         self._check_limits(len(prepared.plan))
-        self._run_keys.remember(run_id, given.run_key)
-        execution = self._launch(prepared, labels)
+        execution = self._launch(prepared, labels, given.run_key)
         return await self._registered_view(execution), record is None
 
     def _refuse_if_closing(self) -> None:
@@ -202,10 +204,14 @@ class RunManager:
                 f"the run plans {planned} tests and {busy} are planned by executing runs; "
                 f"the server's limit is {limits.max_planned_tests} planned tests")
 
-    def _launch(self, prepared: Prepared, labels: Mapping[str, str]) -> _Execution:
+    def _launch(self, prepared: Prepared, labels: Mapping[str, str],
+                run_key: str) -> _Execution:
         plan = prepared.plan
-        channel = RunChannel(plan.run_id, len(plan), follower_limit=self._stream_buffer)
-        execution = _Execution(plan.run_id, len(plan), channel, warnings_of(prepared))
+        channel = RunChannel(plan.run_id, len(plan), follower_limit=self._stream_buffer,
+                             save_responses=prepared.fleet.manifest.output.save_responses,
+                             recorder=self._recorder)
+        execution = _Execution(plan.run_id, len(plan), channel, warnings_of(prepared),
+                               run_key)
         self._executions[plan.run_id] = execution
         execution.task = asyncio.create_task(self._drive(execution, prepared, labels),
                                              name=f"run-{plan.run_id}")
@@ -241,7 +247,8 @@ class RunManager:
                 cancel=execution.cancel,
                 subscribers=[("grpc-streams", execution.channel), *self._run_subscribers],
                 live=execution.channel.aggregator,
-                interrupted=lambda: execution.interrupting, executor=self._executor)
+                interrupted=lambda: execution.interrupting, executor=self._executor,
+                run_key=execution.run_key)
             ended = True
             execution.warnings = outcome.warnings
             record = await asyncio.to_thread(self._settle, execution, outcome.status)
@@ -263,7 +270,6 @@ class RunManager:
             self._mark(run_id, RunStatus.FAILED, _short_error(exc))
             log.exception("run failed")
         finally:
-            self._warnings[run_id] = execution.warnings
             execution.channel.close(final)
             if self._executions.get(run_id) is execution:
                 del self._executions[run_id]
@@ -330,7 +336,7 @@ class RunManager:
         log = _log.bind(run_id=run_id)
         if run_id in self._executions:
             return False
-        run_key = self._run_keys.get(run_id)
+        run_key = record.run_key
         try:
             prepared = await asyncio.to_thread(
                 self.intake.prepare_stored, record.manifest_json,
@@ -339,13 +345,13 @@ class RunManager:
             log.warning("interrupted run not resumed", error=str(exc))
             return False
         if prepared.plan.run_id != run_id:
-            if run_key is not None:  # ours, but its datasets changed since it started
+            if run_key is not None:  # its datasets changed since it started
                 self._mark(run_id, RunStatus.FAILED, "cannot resume: the manifest's datasets "
                            "changed since the run started (the run id no longer matches)")
-            log.warning("interrupted run not resumed: its inputs changed or it was not "
-                        "started by this server", planned_run_id=prepared.plan.run_id)
+            log.warning("interrupted run not resumed: its inputs changed or its run key "
+                        "is not recorded", planned_run_id=prepared.plan.run_id)
             return False
-        self._launch(prepared, record.labels)
+        self._launch(prepared, record.labels, run_key or "")
         log.info("resuming interrupted run", done=record.done, planned=record.planned)
         return True
 

@@ -35,8 +35,9 @@ from fleetbench._server._errors import (
 )
 from fleetbench._server._intake import ManifestInput
 from fleetbench._server._metrics import ServerMetrics
+from fleetbench._server._replay import ReplayCache
 from fleetbench._server._runs import RunManager
-from fleetbench._server._stream import ReplayCache, ResultStream, StreamRequest
+from fleetbench._server._stream import ResultStream, StreamRequest
 from fleetbench._store import InvalidPageTokenError
 from fleetbench.errors import InputError, Problem
 
@@ -143,10 +144,11 @@ def _require_run_id(run_id: str) -> str:
 class FleetBenchService(pb_grpc.FleetBenchServiceServicer):
     """Every RPC of ``fleetbench.v1.FleetBenchService`` over a :class:`RunManager`."""
 
-    def __init__(self, manager: RunManager, metrics: ServerMetrics) -> None:
+    def __init__(self, manager: RunManager, metrics: ServerMetrics,
+                 replays: ReplayCache) -> None:
         self._manager = manager
         self._metrics = metrics
-        self._replays = ReplayCache(manager.store)
+        self._replays = replays
 
     @_unary
     async def StartFleetRun(self, request: pb.StartFleetRunRequest,

@@ -7,154 +7,36 @@ every result was sent.
 
 How, without losing or repeating a result: the stream subscribes a follower to the
 run's channel *before* it reads the store. Every result the channel handled before the
-subscription is then in the store (the store writer comes first on the bus), and every
-later one reaches the follower; a cursor (the last seq sent) drops what both sources
-hold. A follower that lags is replaced the same way: subscribe a new one, read the
-store after the cursor, continue. When the run ends, its channel closes the follower
-after the final status is stored; a last read of the store completes the stream.
+subscription (up to the channel's ``head_seq`` then) is in the store (the store writer
+comes first on the bus), and every later one reaches the follower; so the stream reads
+the store up to that seq, then takes the follower's, and a cursor (the last seq sent)
+drops what both sources hold. A follower that lags is replaced the same way: subscribe
+a new one, read the store after the cursor up to the head, continue. When the run
+ends, its channel closes the follower after the final status is stored; a last read of
+the store completes the stream.
 
-Results travel as wire bytes from an :class:`Encoder` (``_convert``'s): stored ones are
-read and converted in a worker thread straight from their JSON, live ones converted
-once per batch for every stream of the run. Stored ones go through the server's
-:class:`ReplayCache`, so streams catching up on the same run (fifty clients attaching
-at once) read and convert each stored result once between them, not once each.
+Results travel as wire bytes from an :class:`Encoder` (``_convert``'s): live ones
+converted once per batch for every stream of the run, stored ones read through the
+server's :class:`ReplayCache` (``_replay``), which keeps them encoded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from bisect import bisect_right
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from fleetbench._server._channel import Follower, LiveBatch, RunChannel, Snapshot
 from fleetbench._server._errors import BadRequestError
+from fleetbench._server._replay import Encoder, ReplayCache, Row
 from fleetbench._server._runs import RunManager
-from fleetbench._store import RunRecord, RunStore
+from fleetbench._store import RunRecord
 from fleetbench.records import RunStatus
+
+__all__ = ["DEFAULT_MAX_BATCH", "MAX_BATCH", "ResultStream", "StreamMessage", "StreamRequest"]
 
 DEFAULT_MAX_BATCH = 500
 MAX_BATCH = 5_000
-
-Row = tuple[int, bytes]
-"""A result's seq and the result encoded for the wire."""
-
-
-class Encoder(Protocol):
-    """Converts results for the wire (``_convert.ResultEncoder``); encoders with equal
-    ``cache_key`` give equal bytes (they may share cached conversions)."""
-
-    @property
-    def cache_key(self) -> Hashable: ...
-
-    def stored(self, rows: list[tuple[int, bytes]]) -> list[Row]:
-        """Stored ``(seq, result JSON)`` rows; called in a worker thread."""
-        ...
-
-    def live(self, batch: LiveBatch) -> list[Row]:
-        """A live batch's results (converted once, whoever asks)."""
-        ...
-
-
-_WindowKey = tuple[str, Hashable, int]
-
-
-def _seq(row: Row) -> int:
-    return row[0]
-
-
-class ReplayCache:
-    """Stored results by windows of seqs, converted once and shared by every stream that
-    replays them.
-
-    Window ``k`` holds the results with ``k * window < seq <= (k + 1) * window``. Only
-    complete windows are kept: read once the run's stored ``last_seq`` has passed the
-    window's end (the store writer stores results in seq order, and a resumed run
-    continues after ``last_seq``, so nothing can arrive in them any more). Streams that
-    ask for a window being read wait for that read instead of starting their own, and
-    the window after the one asked for is read ahead (in a worker thread, while the
-    stream sends). The least recently used windows go beyond ``max_bytes`` of encoded
-    results.
-    """
-
-    def __init__(self, store: RunStore, *, window: int = 1000,
-                 max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._store = store
-        self._window = window
-        self._max_bytes = max_bytes
-        self._windows: OrderedDict[_WindowKey, tuple[list[Row], int]] = OrderedDict()
-        self._loading: dict[_WindowKey, asyncio.Task[list[Row] | None]] = {}
-        self.bytes = 0
-        """Encoded bytes held."""
-
-    async def rows(self, run_id: str, encoder: Encoder, after_seq: int,
-                   limit: int) -> list[Row]:
-        """Up to ``limit`` stored results with ``seq > after_seq``, in seq order; fewer
-        when the stored ones ran out."""
-        out: list[Row] = []
-        cursor = after_seq
-        while len(out) < limit:
-            index = cursor // self._window  # the window that holds seq cursor + 1
-            window = await self._complete_window(run_id, encoder, index)
-            if window is None:  # the run's head: read what is there, uncached
-                out.extend(await asyncio.to_thread(self._read, run_id, encoder, cursor,
-                                                   limit - len(out)))
-                return out
-            start = bisect_right(window, cursor, key=_seq) if window else 0
-            out.extend(window[start:start + limit - len(out)])
-            cursor = (index + 1) * self._window
-        return out
-
-    async def _complete_window(self, run_id: str, encoder: Encoder,
-                               index: int) -> list[Row] | None:
-        key = (run_id, encoder.cache_key, index)
-        cached = self._windows.get(key)
-        if cached is not None:
-            self._windows.move_to_end(key)
-            rows: list[Row] | None = cached[0]
-        else:  # a stream that goes away leaves the read to the others
-            rows = await asyncio.shield(self._loader(key, encoder))
-        if rows is not None and (run_id, encoder.cache_key, index + 1) not in self._windows:
-            self._loader((run_id, encoder.cache_key, index + 1), encoder)  # read ahead
-        return rows
-
-    def _loader(self, key: _WindowKey, encoder: Encoder) -> asyncio.Task[list[Row] | None]:
-        """The read of a window: the one under way, or a new one."""
-        task = self._loading.get(key)
-        if task is None:
-            run_id, _, index = key
-            task = asyncio.create_task(asyncio.to_thread(self._load, run_id, encoder, index))
-            self._loading[key] = task
-            task.add_done_callback(lambda done: self._loaded(key, done))
-        return task
-
-    def _load(self, run_id: str, encoder: Encoder, index: int) -> list[Row] | None:
-        start, end = index * self._window, (index + 1) * self._window
-        if self._store.last_seq(run_id) < end:
-            return None
-        rows = self._store.result_json_rows(run_id, after_seq=start, limit=self._window)
-        return encoder.stored([row for row in rows if row[0] <= end])
-
-    def _read(self, run_id: str, encoder: Encoder, after_seq: int, limit: int) -> list[Row]:
-        return encoder.stored(self._store.result_json_rows(run_id, after_seq=after_seq,
-                                                           limit=limit))
-
-    def _loaded(self, key: _WindowKey, task: asyncio.Task[list[Row] | None]) -> None:
-        del self._loading[key]
-        if task.cancelled() or task.exception() is not None:
-            return  # the waiting streams get the error
-        rows = task.result()
-        if rows is None:
-            return
-        size = sum(len(data) for _, data in rows)
-        self._windows[key] = (rows, size)
-        self.bytes += size
-        while self.bytes > self._max_bytes:
-            _, (_, dropped) = self._windows.popitem(last=False)
-            self.bytes -= dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +99,18 @@ class ResultStream:
                 yield message
             return
         self._channel = channel
-        follower = channel.follow()
+        follower, subscribed_at = channel.follow(), channel.head_seq
         try:
-            async for message in self._follow(channel, follower):
+            async for message in self._follow(channel, follower, subscribed_at):
                 yield message
         finally:
             channel.unfollow(follower)
 
-    async def _follow(self, channel: RunChannel,
-                      follower: Follower) -> AsyncIterator[StreamMessage]:
+    async def _follow(self, channel: RunChannel, follower: Follower,
+                      subscribed_at: int) -> AsyncIterator[StreamMessage]:
+        """``follower`` gets every event after seq ``subscribed_at``."""
         self._observe(channel)
-        async for message in self._replay(final=False):
+        async for message in self._replay(final=False, until=subscribed_at):
             yield message
         while True:
             await follower.wait(self._until_snapshot())
@@ -236,7 +119,7 @@ class ResultStream:
             if follower.lagged:  # catch up from the store behind a fresh follower
                 channel.unfollow(follower)
                 follower = channel.follow()
-                async for message in self._replay(final=False):
+                async for message in self._replay(final=False, until=channel.head_seq):
                     yield message
                 continue
             rows = self._fresh(batches)
@@ -265,12 +148,16 @@ class ResultStream:
             self._status = channel.status
             self._head = max(self._head, channel.head_seq)
 
-    async def _replay(self, *, final: bool) -> AsyncIterator[StreamMessage]:
-        """Stored results after the cursor, in batches, the first message of the stream
-        with a snapshot; with ``final``, the last batch goes out as the stream's end."""
+    async def _replay(self, *, final: bool,
+                      until: int | None = None) -> AsyncIterator[StreamMessage]:
+        """Stored results after the cursor (up to seq ``until``, if given: a follower
+        has those after it), in batches, the first message of the stream with a
+        snapshot; with ``final``, the last batch goes out as the stream's end."""
         while True:
-            rows = await self._stored(self._cursor)
-            short = len(rows) < self._batch
+            # seqs are unique, so no more than ``until - cursor`` results lie up to it
+            want = self._batch if until is None else min(self._batch, until - self._cursor)
+            rows = await self._stored(self._cursor, want) if want > 0 else []
+            short = len(rows) < max(want, 1)
             if final and short:
                 async for message in self._end(rows):
                     yield message
@@ -302,7 +189,7 @@ class ResultStream:
         """Every remaining result, then the last message: final status and snapshot."""
         rest = list(rows)
         while True:
-            more = await self._stored(rest[-1][0] if rest else self._cursor)
+            more = await self._stored(rest[-1][0] if rest else self._cursor, self._batch)
             rest.extend(more)
             if len(more) < self._batch:
                 break
@@ -314,8 +201,8 @@ class ResultStream:
             yield self._message(rest[start:min(start + self._batch, cut)], None)
         yield self._message(rest[cut:], await self._manager.snapshot(record))
 
-    async def _stored(self, after_seq: int) -> list[Row]:
-        return await self._replays.rows(self._run_id, self._encoder, after_seq, self._batch)
+    async def _stored(self, after_seq: int, limit: int) -> list[Row]:
+        return await self._replays.rows(self._run_id, self._encoder, after_seq, limit)
 
     def _message(self, rows: Sequence[Row], snapshot: Snapshot | None) -> StreamMessage:
         if rows:

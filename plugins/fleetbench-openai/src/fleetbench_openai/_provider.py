@@ -107,30 +107,34 @@ class OpenAIProvider(Provider):
                         self._stream_usage = False
                         continue
                     raise error
-                async for chunk in self._read_stream(response):
+                if "event-stream" not in response.headers.get("content-type", ""):
+                    for chunk in await self._whole_answer(response):
+                        yield chunk
+                    return
+                # The events are read here rather than in a helper generator: one async
+                # generator less for every chunk of every stream.
+                state = _StreamState()
+
+                def fold(_: str, data: bytes, state: _StreamState = state) -> str | None:
+                    return self._event(data, state)
+
+                async for chunk in sse_text_chunks(response, fold, ended=state.finished):
                     yield chunk
+                if not state.finished():
+                    raise TransientProviderError(
+                        f"{self.vendor}: truncated stream: the body ended without [DONE] "
+                        f"after {state.events} event(s)"
+                    )
+                yield state.final()
                 return
 
-    async def _read_stream(self, response: httpx.Response) -> AsyncIterator[StreamChunk]:
-        content_type = response.headers.get("content-type", "")
-        if "event-stream" not in content_type:
-            # Not SSE: a server that answered the whole completion (or an error) as JSON.
-            payload = self._json(await response.aread(), "the answer")
-            if isinstance(payload, dict) and "error" in payload:
-                raise error_from_payload(self.vendor, payload, secret=self._secret)
-            for chunk in answer_chunks(parse_completion(self.vendor, payload)):
-                yield chunk
-            return
-        state = _StreamState()
-        async for chunk in sse_text_chunks(response, lambda _, data: self._event(data, state),
-                                           ended=state.finished):  # fmt: skip
-            yield chunk
-        if not state.finished():
-            raise TransientProviderError(
-                f"{self.vendor}: truncated stream: the body ended without [DONE] after "
-                f"{state.events} event(s)"
-            )
-        yield state.final()
+    async def _whole_answer(self, response: httpx.Response) -> list[StreamChunk]:
+        """The chunks of a server that answered a streaming request with the whole
+        completion (or an error) as JSON, not SSE."""
+        payload = self._json(await response.aread(), "the answer")
+        if isinstance(payload, dict) and "error" in payload:
+            raise error_from_payload(self.vendor, payload, secret=self._secret)
+        return answer_chunks(parse_completion(self.vendor, payload))
 
     def _event(self, data: bytes, state: _StreamState) -> str | None:
         """Fold one SSE ``data`` payload into ``state``; return its text delta, if any."""
