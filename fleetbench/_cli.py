@@ -137,7 +137,8 @@ def run(manifest: Path, run_key: str, labels: tuple[str, ...], state_dir: Path |
     host = _host()
     _check_executor(host, executor)
     options = RunOptions(labels=parse_labels(labels), state_dir=state_dir or _config.state_dir(),
-                         show_progress=not (quiet or as_json), executor=executor)
+                         show_progress=not (quiet or as_json), executor=executor,
+                         run_key=run_key)
     try:
         outcome = run_in_terminal(prepared, host, options)
     except InputError as exc:

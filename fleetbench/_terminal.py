@@ -29,12 +29,14 @@ EXIT_INTERRUPTED = 130
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """How ``fleetbench run`` was asked to behave; ``executor`` (``--executor``) overrides
-    the manifest's ``global_settings.executor``."""
+    the manifest's ``global_settings.executor``; ``run_key`` (``--run-key``) is recorded
+    with the run, so the server can resume it with the same key."""
 
     state_dir: Path
     labels: Mapping[str, str] = field(default_factory=dict)
     show_progress: bool = True
     executor: str | None = None
+    run_key: str = ""
 
 
 def run_in_terminal(prepared: Prepared, host: PluginHost, options: RunOptions) -> RunOutcome:
@@ -52,7 +54,8 @@ async def _run(prepared: Prepared, host: PluginHost, options: RunOptions) -> Run
     try:
         if not options.show_progress:
             return await execute_run(prepared, host=host, store=store, labels=options.labels,
-                                     cancel=cancel, executor=options.executor)
+                                     cancel=cancel, executor=options.executor,
+                                     run_key=options.run_key)
         return await _with_progress(prepared, host, store, options, cancel)
     finally:
         store.close()
@@ -70,7 +73,8 @@ async def _with_progress(prepared: Prepared, host: PluginHost, store: RunStore,
         with view.progress:
             outcome = await execute_run(
                 prepared, host=host, store=store, labels=options.labels, cancel=cancel,
-                subscribers=[("progress", view)], live=live, executor=options.executor)
+                subscribers=[("progress", view)], live=live, executor=options.executor,
+                run_key=options.run_key)
             view.refresh()
     finally:
         refresher.cancel()

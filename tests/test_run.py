@@ -333,6 +333,18 @@ def test_cli_run_json_and_success_rate_gate(fleet_dir: FleetDir, tmp_path: Path)
     assert gated.returncode == 1  # the slow model answers half of the questions wrong
 
 
+def test_cli_run_records_its_run_key(fleet_dir: FleetDir, tmp_path: Path) -> None:
+    _zero_latency(fleet_dir)
+    result = _cli("run", "--json", "--run-key", "nightly-7", str(fleet_dir.write()),
+                  env=_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["run_id"]
+    with RunStore(tmp_path / "state") as store:
+        record = store.get_run(run_id)
+    assert record is not None
+    assert record.run_key == "nightly-7"  # so the server can plan (and resume) it again
+
+
 def test_cli_run_killed_with_sigkill_resumes_to_exactly_one_result_per_test(
         fleet_dir: FleetDir, tmp_path: Path) -> None:
     fleet_dir.manifest["providers"] = [
