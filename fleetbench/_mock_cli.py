@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from fleetbench.testing import VENDORS, FakeVendorConfig, FakeVendorServer, Fault
-from fleetbench.testing._fake import serve
+from fleetbench.testing._process import serve
 
 __all__ = ["mock_server"]
 

@@ -23,13 +23,13 @@ from fleetbench.testing._fake import (
     REQUEST_ID_HEADER,
     CapturedRequest,
     FakeVendorConfig,
-    FakeVendorProcess,
     FakeVendorServer,
     Fault,
     TraceEntry,
     clock_description,
 )
 from fleetbench.testing._fleet import FleetRun, assert_secret_absent, run_fleet
+from fleetbench.testing._process import FakeVendorProcess
 from fleetbench.testing._vendors import VENDORS
 
 __all__ = [

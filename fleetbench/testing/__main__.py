@@ -1,5 +1,5 @@
 """``python -m fleetbench.testing``: serve a fake vendor (see :func:`._fake.main`)."""
 
-from fleetbench.testing._fake import main
+from fleetbench.testing._process import main
 
 raise SystemExit(main())
