@@ -82,6 +82,14 @@ class ProviderContract:
             finish = chunk.finish_reason or finish
         return ProviderResponse("".join(texts), usage, finish)
 
+    async def failure(self, *faults: Fault, stream: bool = False,
+                      **knobs: Any) -> ProviderError:  # fmt: skip
+        """The error the provider's first call ends with, as the executor classifies it,
+        against a fake that applies ``faults`` (and ``knobs``, e.g. ``api_key``): for a
+        plugin's own tables of vendor failures."""
+        async with self._fake(*faults, **knobs) as fake:
+            return await self._failure(self.make_provider(fake.base_url), stream=stream)
+
     async def _failure(self, provider: Provider, *, stream: bool) -> ProviderError:
         """The error a call ends with, as the executor classifies it."""
         failure: Exception | None = None

@@ -22,7 +22,7 @@ from fleetbench.errors import (
 )
 from fleetbench.plugin import ProviderConfig
 from fleetbench.records import GenerationSettings, ProviderRequest, StreamChunk, Usage
-from fleetbench.testing import Fault
+from fleetbench.testing import Fault, ProviderContract
 
 SETTINGS = GenerationSettings(temperature=0.0, max_tokens=8, system="Be terse.",
                               stop=("END",), params={"top_k": 3})
@@ -129,17 +129,13 @@ async def test_failures_raise_the_matching_error(http: httpx.AsyncClient, fault:
                                                  stream: bool) -> None:
     if fault.kind == "stream_error" and not stream:
         kind, text = MalformedResponseError, "not valid JSON"  # degrades to a bad body
-    async with fake(fault) as server:
-        provider = AnthropicProvider(config(server.base_url), http)
-        call = collect(provider, request(stream=True)) if stream \
-            else provider.generate(request())
-        with pytest.raises(kind) as caught:
-            await call
-    assert type(caught.value) is kind
-    assert text in caught.value.message
-    assert KEY not in str(caught.value)
+    contract = ProviderContract("anthropic", lambda url: AnthropicProvider(config(url), http))
+    error = await contract.failure(fault, stream=stream, api_key=KEY)
+    assert type(error) is kind, repr(error)
+    assert text in error.message
+    assert KEY not in str(error)
     if kind is RateLimitedError:
-        assert caught.value.retry_after_s == 1.0
+        assert error.retry_after_s == 1.0
 
 
 async def test_a_429_without_retry_after_waits_for_the_exhausted_limit(
