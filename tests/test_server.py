@@ -181,6 +181,24 @@ async def test_cancel_keeps_results_and_start_resumes(fleet_dir: FleetDir,
     assert len(keys) == len(set(keys)) == 32
 
 
+async def test_a_stream_of_a_resumed_run_replays_the_earlier_sessions_results(
+        fleet_dir: FleetDir, served: Server) -> None:
+    # The resumed run's first new result takes 100 ms: the stream attaches while the new
+    # session's channel has handled nothing yet, and must still send the earlier results.
+    manifest = slow_fleet(fleet_dir, latency_ms=100).write()
+    run_id = (await served.stub.StartFleetRun(start_request(manifest))).run.run_id
+    await run_when(served.stub, run_id, lambda r: r.progress.done >= 2, what="2 results")
+    cancelled = (await served.stub.CancelRun(pb.CancelRunRequest(run_id=run_id))).run
+    earlier = cancelled.progress.done
+    assert earlier >= 2
+    await served.stub.StartFleetRun(start_request(manifest))
+    messages = await collect(served.stub, run_id)
+    assert messages[-1].status == pb.RUN_STATUS_COMPLETED
+    assert seqs(messages) == sorted(set(seqs(messages)))  # in order, each once
+    keys = [r.key for m in messages for r in m.results]
+    assert len(keys) == len(set(keys)) == 32
+
+
 async def test_get_artifact_streams_chunks_with_sha256(fleet_dir: FleetDir,
                                                        served: Server) -> None:
     manifest = fast_fleet(fleet_dir).write()

@@ -99,7 +99,11 @@ class ResultStream:
                 yield message
             return
         self._channel = channel
-        follower, subscribed_at = channel.follow(), channel.head_seq
+        follower = channel.follow()
+        # What the follower will not get is in the store: what the channel handled, and,
+        # for a resumed run whose channel has handled nothing yet, what earlier sessions
+        # stored (the record was read before subscribing, so nothing falls in between).
+        subscribed_at = max(channel.head_seq, self.record.last_seq)
         try:
             async for message in self._follow(channel, follower, subscribed_at):
                 yield message
