@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import math
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fleetbench.errors import (
@@ -89,6 +91,50 @@ class ProviderContract:
         plugin's own tables of vendor failures."""
         async with self._fake(*faults, **knobs) as fake:
             return await self._failure(self.make_provider(fake.base_url), stream=stream)
+
+    async def expect_failure(self, fault: Fault, kind: type[ProviderError], text: str, *,
+                             stream: bool, retry_after_s: float | None = None,
+                             secret: str | None = None, **knobs: Any) -> ProviderError:
+        """Provoke ``fault`` (see :meth:`failure`) and check the error: exactly ``kind``,
+        ``text`` in its message, ``secret`` nowhere in it, and, given ``retry_after_s``,
+        that retry hint. A stream-only fault met by a non-streaming call reaches the client
+        as a body that is not JSON (that is what the fake sends), so a
+        ``MalformedResponseError`` is expected then."""
+        if fault.kind == "stream_error" and not stream:
+            kind, text = MalformedResponseError, "not valid JSON"
+        error = await self.failure(fault, stream=stream, **knobs)
+        assert type(error) is kind, repr(error)
+        assert text in error.message, error.message
+        if secret is not None:
+            assert secret not in str(error), "the secret leaked into the error"
+        if retry_after_s is not None:
+            assert error.retry_after_s is not None, "no retry hint"
+            assert math.isclose(error.retry_after_s, retry_after_s, rel_tol=1e-6), \
+                error.retry_after_s
+        return error
+
+    async def expect_stream_failures(
+            self, expected: Sequence[tuple[Fault, type[ProviderError], str]],
+            **knobs: Any) -> list[str]:
+        """Stream once per ``(fault, kind, pattern)`` against one fake that applies the
+        faults in order; each stream must end with exactly ``kind``, its message matching
+        the regular expression ``pattern``. Returns the texts of every chunk the streams
+        yielded before failing, in order (the text a vendor sent before it failed)."""
+        seen: list[str] = []
+        async with self._fake(*(fault for fault, _, _ in expected), **knobs) as fake:
+            provider = self.make_provider(fake.base_url)
+            for fault, kind, pattern in expected:
+                failure: Exception | None = None
+                try:
+                    async for chunk in provider.stream(self._request(stream=True)):
+                        seen.append(chunk.text)
+                except Exception as error:
+                    failure = error
+                assert type(failure) is kind, f"{fault}: {failure!r}"
+                assert isinstance(failure, ProviderError)
+                assert re.search(pattern, failure.message), failure.message
+        assert fake.requests == len(expected), fake.requests
+        return seen
 
     async def _failure(self, provider: Provider, *, stream: bool) -> ProviderError:
         """The error a call ends with, as the executor classifies it."""

@@ -38,6 +38,11 @@ async def collect(provider: AnthropicProvider, req: ProviderRequest) -> list[Str
     return [chunk async for chunk in provider.stream(req)]
 
 
+def _contract(http: httpx.AsyncClient) -> ProviderContract:
+    """The plugin under the provider contract's checks, with the test's client."""
+    return ProviderContract("anthropic", lambda url: AnthropicProvider(config(url), http))
+
+
 async def test_generate_sends_the_messages_request_and_reads_the_answer(
         http: httpx.AsyncClient) -> None:
     async with fake(output_tokens=5, capture=True) as server:
@@ -127,15 +132,9 @@ async def test_nothing_is_yielded_before_the_first_token_is_written(
 async def test_failures_raise_the_matching_error(http: httpx.AsyncClient, fault: Fault,
                                                  kind: type[ProviderError], text: str,
                                                  stream: bool) -> None:
-    if fault.kind == "stream_error" and not stream:
-        kind, text = MalformedResponseError, "not valid JSON"  # degrades to a bad body
-    contract = ProviderContract("anthropic", lambda url: AnthropicProvider(config(url), http))
-    error = await contract.failure(fault, stream=stream, api_key=KEY)
-    assert type(error) is kind, repr(error)
-    assert text in error.message
-    assert KEY not in str(error)
-    if kind is RateLimitedError:
-        assert error.retry_after_s == 1.0
+    hint = 1.0 if kind is RateLimitedError else None
+    await _contract(http).expect_failure(fault, kind, text, stream=stream, retry_after_s=hint,
+                                         secret=KEY, api_key=KEY)
 
 
 async def test_a_429_without_retry_after_waits_for_the_exhausted_limit(
@@ -156,28 +155,17 @@ async def test_a_429_without_retry_after_waits_for_the_exhausted_limit(
 
 async def test_errors_mid_stream_and_truncation_after_some_text(
         http: httpx.AsyncClient) -> None:
-    faults = (Fault.stream_error(after_chunks=2, status=529, message="Overloaded"),
-              Fault.stream_error(after_chunks=1, error_type="rate_limit_error",
-                                 message="slow down"),
-              Fault.truncated(after_chunks=2), Fault.malformed(after_chunks=1))
-    async with fake(*faults, output_tokens=6) as server:
-        provider = AnthropicProvider(config(server.base_url), http)
-        seen: list[str] = []
-
-        async def drain() -> None:
-            async for chunk in provider.stream(request(stream=True)):
-                seen.append(chunk.text)
-
-        for kind, text in [(TransientProviderError, "overloaded_error"),
-                           (RateLimitedError, "slow down"),
-                           (TransientProviderError, "truncated stream: the body ended without "
-                                                    "message_stop after 5 event"),
-                           (MalformedResponseError, r"a stream event \(content_block_delta\) "
-                                                    "is not valid JSON")]:
-            with pytest.raises(kind, match=text):
-                await drain()
+    seen = await _contract(http).expect_stream_failures([
+        (Fault.stream_error(after_chunks=2, status=529, message="Overloaded"),
+         TransientProviderError, "overloaded_error"),
+        (Fault.stream_error(after_chunks=1, error_type="rate_limit_error", message="slow down"),
+         RateLimitedError, "slow down"),
+        (Fault.truncated(after_chunks=2), TransientProviderError,
+         "truncated stream: the body ended without message_stop after 5 event"),
+        (Fault.malformed(after_chunks=1), MalformedResponseError,
+         r"a stream event \(content_block_delta\) is not valid JSON"),
+    ], output_tokens=6, api_key=KEY)
     assert seen == ["Hello", " from", "Hello", "Hello", " from", "Hello"]
-    assert server.requests == 4
 
 
 async def test_a_missing_key_is_an_authentication_error(http: httpx.AsyncClient) -> None:

@@ -36,6 +36,11 @@ async def collect(provider: GeminiProvider, req: ProviderRequest) -> list[Stream
     return [chunk async for chunk in provider.stream(req)]
 
 
+def _contract(http: httpx.AsyncClient) -> ProviderContract:
+    """The plugin under the provider contract's checks, with the test's client."""
+    return ProviderContract("gemini", lambda url: GeminiProvider(config(url), http))
+
+
 async def test_generate_sends_the_request_and_reads_the_answer(
         http: httpx.AsyncClient) -> None:
     async with fake(output_tokens=5, capture=True) as server:
@@ -116,38 +121,23 @@ API_KEY_INVALID = Fault.http_error(400, error_type="INVALID_ARGUMENT", code="API
 async def test_failures_raise_the_matching_error(http: httpx.AsyncClient, fault: Fault,
                                                  kind: type[ProviderError], text: str,
                                                  stream: bool) -> None:
-    if fault.kind == "stream_error" and not stream:
-        kind, text = MalformedResponseError, "not valid JSON"  # degrades to a bad body
-    contract = ProviderContract("gemini", lambda url: GeminiProvider(config(url), http))
-    error = await contract.failure(fault, stream=stream, api_key=KEY)
-    assert type(error) is kind, repr(error)
-    assert text in error.message
-    assert KEY not in str(error)
-    if kind is RateLimitedError:
-        assert error.retry_after_s == pytest.approx(0.3)  # from the body's RetryInfo
+    hint = 0.3 if kind is RateLimitedError else None  # from the body's RetryInfo
+    await _contract(http).expect_failure(fault, kind, text, stream=stream, retry_after_s=hint,
+                                         secret=KEY, api_key=KEY)
 
 
 async def test_errors_mid_stream_and_truncation_after_some_text(
         http: httpx.AsyncClient) -> None:
-    faults = (Fault.stream_error(after_chunks=2, status=429, message="slow down"),
-              Fault.truncated(after_chunks=2), Fault.truncated(),
-              Fault.malformed(after_chunks=1))
-    async with fake(*faults, output_tokens=6) as server:
-        provider = GeminiProvider(config(server.base_url), http)
-        seen: list[str] = []
-
-        async def drain() -> None:
-            async for chunk in provider.stream(request(stream=True)):
-                seen.append(chunk.text)
-
-        for kind, text in [(RateLimitedError, "slow down"),
-                           (TransientProviderError, "truncated stream.*after 2 chunk"),
-                           (TransientProviderError, "truncated stream.*after 0 chunk"),
-                           (MalformedResponseError, "a stream event is not valid JSON")]:
-            with pytest.raises(kind, match=text):
-                await drain()
+    seen = await _contract(http).expect_stream_failures([
+        (Fault.stream_error(after_chunks=2, status=429, message="slow down"), RateLimitedError,
+         "slow down"),
+        (Fault.truncated(after_chunks=2), TransientProviderError,
+         "truncated stream.*after 2 chunk"),
+        (Fault.truncated(), TransientProviderError, "truncated stream.*after 0 chunk"),
+        (Fault.malformed(after_chunks=1), MalformedResponseError,
+         "a stream event is not valid JSON"),
+    ], output_tokens=6, api_key=KEY)
     assert seen == ["Hello", " from", "Hello", " from", "Hello"]  # texts before the failure
-    assert server.requests == 4
 
 
 async def test_without_a_key_the_vendor_refuses_and_nothing_is_sent(

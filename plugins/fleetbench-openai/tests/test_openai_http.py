@@ -40,6 +40,11 @@ async def collect(provider: OpenAIProvider, req: ProviderRequest) -> list[Stream
     return [chunk async for chunk in provider.stream(req)]
 
 
+def _contract(http: httpx.AsyncClient) -> ProviderContract:
+    """The plugin under the provider contract's checks, with the test's client."""
+    return ProviderContract("openai", lambda url: OpenAIProvider(config(url), http))
+
+
 async def test_generate_sends_the_chat_request_and_reads_the_answer(
         http: httpx.AsyncClient) -> None:
     async with fake(output_tokens=5) as server:
@@ -117,38 +122,21 @@ async def test_a_server_rejecting_stream_options_is_asked_again_without(
 async def test_failures_raise_the_matching_error(http: httpx.AsyncClient, fault: Fault,
                                                  kind: type[ProviderError], text: str,
                                                  stream: bool) -> None:
-    if fault.kind == "stream_error" and not stream:
-        kind, text = MalformedResponseError, "not valid JSON"  # degrades to a bad body
-    contract = ProviderContract("openai", lambda url: OpenAIProvider(config(url), http))
-    error = await contract.failure(fault, stream=stream, api_key=KEY)
-    assert type(error) is kind, repr(error)
-    assert text in error.message
-    assert KEY not in error.message
-    assert KEY not in str(error)
-    if kind is RateLimitedError:
-        assert error.retry_after_s == pytest.approx(0.3)
+    hint = 0.3 if kind is RateLimitedError else None
+    await _contract(http).expect_failure(fault, kind, text, stream=stream, retry_after_s=hint,
+                                         secret=KEY, api_key=KEY)
 
 
 async def test_errors_mid_stream_and_truncation_after_some_text(
         http: httpx.AsyncClient) -> None:
-    faults = (Fault.stream_error(after_chunks=2, error_type="requests",
-                                 code="rate_limit_exceeded", message="slow down"),
-              Fault.truncated(after_chunks=2), Fault.malformed(after_chunks=1))
-    async with fake(*faults, output_tokens=6) as server:
-        provider = OpenAIProvider(config(server.base_url), http)
-        seen: list[str] = []
-
-        async def drain() -> None:
-            async for chunk in provider.stream(request(stream=True)):
-                seen.append(chunk.text)
-
-        for kind, text in [(RateLimitedError, "slow down"),
-                           (TransientProviderError, "truncated stream"),
-                           (MalformedResponseError, "a stream event is not valid JSON")]:
-            with pytest.raises(kind, match=text):
-                await drain()
+    seen = await _contract(http).expect_stream_failures([
+        (Fault.stream_error(after_chunks=2, error_type="requests", code="rate_limit_exceeded",
+                            message="slow down"), RateLimitedError, "slow down"),
+        (Fault.truncated(after_chunks=2), TransientProviderError, "truncated stream"),
+        (Fault.malformed(after_chunks=1), MalformedResponseError,
+         "a stream event is not valid JSON"),
+    ], output_tokens=6, api_key=KEY)
     assert seen == ["Hello", " from", "Hello", " from", "Hello"]  # deltas before the failure
-    assert server.requests == 3
 
 
 async def test_azure_uses_the_deployment_url_api_version_and_api_key_header(
