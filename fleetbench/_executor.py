@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetbench._clock import utc_now
-from fleetbench._http import track_wire_times
+from fleetbench._http import WireTimes, track_wire_times
 from fleetbench._limits import TokenBucket
 from fleetbench._manifest import FleetManifest
 from fleetbench._plugins import PluginHost
@@ -337,6 +337,7 @@ class _Call:
         self.last_token: float | None = None
         self.answered: float | None = None
         self.attempt = 0
+        self._wire = WireTimes()
 
     async def pace(self, delay_ms: int) -> None:
         if delay_ms:
@@ -349,7 +350,7 @@ class _Call:
         request = ProviderRequest(model=item.model, prompt=item.prompt, settings=item.settings,
                                   stream=item.stream, test_key=item.key, attempt=self.attempt,
                                   expected=item.expected)
-        wire = track_wire_times()
+        wire = self._wire = track_wire_times()
         self.sent = time.perf_counter()
         if self.first_sent is None:
             self.first_sent = self.sent
@@ -368,7 +369,9 @@ class _Call:
         parts: list[str] = []
         usage = finish = model = response_id = None
         async for chunk in self.lane.provider.stream(request):
-            now = time.perf_counter()
+            # When the bytes of this chunk reached the process, not when the loop got round
+            # to resuming this task (the client's own delay, under load).
+            now = self._wire.last_arrival() or time.perf_counter()
             if chunk.text:
                 if self.first_token is None:
                     self.first_token = now

@@ -95,13 +95,18 @@ class ExportSession:
                 break
         return self.written - written
 
-    def complete(self, final: RunInfo) -> tuple[Summary, list[Path]]:
+    def complete(self, final: RunInfo, results: Iterable[TestResult] | None = None
+                 ) -> tuple[Summary, list[Path]]:
         """Write every stored result not written yet (in plan order, across the gaps
         of a cancelled or failed run), then finalize; return the exact summary and the
-        paths written. On failure nothing is left half-written."""
+        paths written. On failure nothing is left half-written.
+
+        :param results: those results, in plan order, when the caller holds them (the
+            run's own process, which stored them): they are then not read back."""
         try:
-            rest = self.store.iter_results_in_plan_order(self.run_id, batch=BATCH,
-                                                         start_index=self.next_index)
+            rest = iter(results) if results is not None else \
+                self.store.iter_results_in_plan_order(self.run_id, batch=BATCH,
+                                                      start_index=self.next_index)
             while batch := list(islice(rest, BATCH)):
                 self._write(batch)
             summary = self._aggregator.finalize()

@@ -14,6 +14,13 @@ While at least one run executes in the process, the youngest generation is there
 collected every :data:`RUN_GEN0_THRESHOLD` allocations instead (a threshold already higher
 is kept); the previous thresholds come back when the last run ends, unless something else
 changed them meanwhile. Garbage cycles are still collected, in bigger and rarer batches.
+
+The objects that exist when the first run starts (modules, plugins, the manifest, the
+plan: a few hundred thousand in a typical process) are moreover frozen (``gc.freeze()``)
+until the last run ends: the run's full collections then scan only what the run created
+(~25 ms -> ~1 ms each, measured with the same benchmark). Garbage among the frozen objects
+waits until the end of the runs; nothing is frozen or unfrozen if something else in the
+process froze objects already.
 """
 
 from __future__ import annotations
@@ -33,16 +40,21 @@ _lock = threading.Lock()
 _runs = 0
 _restore: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
 """While runs execute: (the thresholds before the first run, the ones it set)."""
+_froze = False
+"""While runs execute: whether the first one froze the objects that existed before it."""
 
 
 @contextmanager
 def gc_tuned_for_runs() -> Iterator[None]:
-    """Raise the youngest generation's threshold while the block runs (see the module
-    docstring). Blocks may nest and overlap (several runs in one server); automatic
-    collection left disabled (threshold 0) stays disabled."""
-    global _runs, _restore
+    """Raise the youngest generation's threshold and freeze what exists while the block
+    runs (see the module docstring). Blocks may nest and overlap (several runs in one
+    server); automatic collection left disabled (threshold 0) stays disabled."""
+    global _runs, _restore, _froze
     with _lock:
         if _runs == 0:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                _froze = True
             before = gc.get_threshold()
             if before[0] and before[0] < RUN_GEN0_THRESHOLD:
                 gc.set_threshold(RUN_GEN0_THRESHOLD, *before[1:])
@@ -53,6 +65,9 @@ def gc_tuned_for_runs() -> Iterator[None]:
     finally:
         with _lock:
             _runs -= 1
+            if _runs == 0 and _froze:
+                _froze = False
+                gc.unfreeze()
             if _runs == 0 and _restore is not None:
                 before, ours = _restore
                 _restore = None

@@ -63,15 +63,16 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextvars import ContextVar
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import aiohttp
 import httpx
 import yarl
 from aiohttp import hdrs
+from aiohttp.client_proto import ResponseHandler
 from httpx._client import BoundAsyncStream, ClientState
 from httpx_aiohttp import AiohttpTransport
 from multidict import CIMultiDict
@@ -160,17 +161,29 @@ class WireTimes:
     plugin, httpx, aiohttp and (on Python 3.11) one more event-loop pass before aiohttp writes
     the body from a new task; under load that is milliseconds of the client's own delay that
     would be counted as the vendor's latency. The transport records the moment the request
-    bytes are handed to the socket (``sent``) and the moment the response body ended
-    (``body_end``, before the plugin parses it), in the object :func:`track_wire_times` put in
-    the calling task's context, so latency is measured wire to wire and the client's delay
-    goes to ``queue_ms``.
+    bytes are handed to the socket (``sent``) and the moment the response body's last bytes
+    reached this process (``body_end``: the event loop handed them to the connection, before
+    the reading coroutine resumed and the plugin parsed them), in the object
+    :func:`track_wire_times` put in the calling task's context, so latency is measured wire
+    to wire and the client's delay goes to ``queue_ms``.
     """
 
-    __slots__ = ("body_end", "sent")
+    __slots__ = ("body_end", "connection", "sent")
 
     def __init__(self) -> None:
         self.sent: float | None = None
         self.body_end: float | None = None
+        self.connection: ResponseHandler | None = None
+        """The connection the latest request went out on (it notes when bytes arrive)."""
+
+    def last_arrival(self) -> float | None:
+        """When bytes last reached this process on the latest request's connection since
+        that request was sent (``None``: unknown). Read it as soon as a read returns: it
+        tells when what was read arrived, however long the reader took to resume."""
+        arrived: float | None = getattr(self.connection, "data_at", None)
+        if arrived is None or self.sent is None or arrived < self.sent:
+            return None
+        return arrived
 
 
 _WIRE_TIMES: ContextVar[WireTimes | None] = ContextVar("fleetbench_wire_times", default=None)
@@ -184,13 +197,52 @@ def track_wire_times() -> WireTimes:
 
 
 def _stamp_body_end() -> None:
+    """Record the end of the body, called as soon as the read of its end returns."""
     times = _WIRE_TIMES.get()
     if times is not None:
-        times.body_end = time.perf_counter()
+        times.body_end = times.last_arrival() or time.perf_counter()
+
+
+class _ArrivalStampingHandler(ResponseHandler):
+    """aiohttp's connection protocol, noting when bytes last arrived on the connection.
+
+    The event loop hands received bytes to ``data_received`` as soon as the socket is
+    readable; the coroutine reading the response resumes only after the loop has run
+    every other callback that was ready (under load, milliseconds of the client's own
+    delay). A body's end is therefore taken from here, not from when the read returned.
+    A connection carries one request at a time (no pipelining), so the last bytes before
+    a read completes are that response's.
+    """
+
+    data_at: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if data:  # aiohttp also calls it with nothing when the server closes
+            self.data_at = time.perf_counter()
+        super().data_received(data)
+
+
+class _StampingConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` whose connections are :class:`_ArrivalStampingHandler`.
+
+    aiohttp has no public hook for the protocol class: it builds connections from the
+    connector's ``_factory`` (``tests/test_http.py`` checks that this still takes)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._factory = cast("functools.partial[ResponseHandler]",
+                             functools.partial(_ArrivalStampingHandler, loop=self._loop))
 
 
 class _StampedRequest(aiohttp.ClientRequest):
-    """Notes when aiohttp starts writing the request (headers and body go out together)."""
+    """Notes the connection a request goes out on and when aiohttp starts writing it
+    (headers and body go out together)."""
+
+    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        times = _WIRE_TIMES.get()
+        if times is not None:
+            times.connection = conn.protocol
+        return await super().send(conn)
 
     async def write_bytes(self, *args: Any, **kwargs: Any) -> None:
         times = _WIRE_TIMES.get()  # the writer task inherits the requesting task's context
@@ -285,7 +337,7 @@ class FleetAiohttpTransport(AiohttpTransport):
 
     def _new_session(self) -> aiohttp.ClientSession:
         """Create the session; called on the first request, inside the running event loop."""
-        connector = aiohttp.TCPConnector(
+        connector = _StampingConnector(
             limit=self._max_connections,
             limit_per_host=0,
             keepalive_timeout=self._keepalive_expiry,
@@ -331,7 +383,10 @@ class FleetAiohttpTransport(AiohttpTransport):
         return url
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._send(request)
+        try:
+            response = await self._start(request)
+        except Exception as exc:
+            _raise_mapped(exc, request)
         return self._response(request, response, _AiohttpBody(response, request))
 
     async def handle_buffered_request(self, request: httpx.Request) -> httpx.Response:
@@ -340,14 +395,17 @@ class FleetAiohttpTransport(AiohttpTransport):
         anyway (see ``_FleetAsyncClient.send``). A body without ``Content-Encoding`` comes
         back read and closed, as ``Response.read()`` would leave it, without the chain of
         generators that costs; any other is left in an ``httpx.ByteStream`` to decode."""
-        response = await self._send(request)
+        try:
+            response = await self._start(request)
+        except Exception as exc:
+            _raise_mapped(exc, request)
         try:
             body = await response.read()
+            _stamp_body_end()
             await response.wait_for_close()
         except Exception as exc:
             response.close()
             _raise_mapped(exc, request)
-        _stamp_body_end()
         answer = self._response(request, response, httpx.ByteStream(body))
         if hdrs.CONTENT_ENCODING not in response.headers:
             # What read() sets for an identity-encoded body (tests/test_http.py compares).
@@ -356,8 +414,10 @@ class FleetAiohttpTransport(AiohttpTransport):
             answer.is_stream_consumed = answer.is_closed = True
         return answer
 
-    async def _send(self, request: httpx.Request) -> aiohttp.ClientResponse:
-        """Send ``request``; return once the response's status and headers arrived."""
+    def _start(self, request: httpx.Request) -> Awaitable[aiohttp.ClientResponse]:
+        """Start sending ``request``: awaiting the result returns once the response's status
+        and headers arrived. (Not a coroutine itself: one coroutine frame less to resume at
+        every step of every request; the callers map the errors.)"""
         session = self._session
         if session is None:
             session = self._session = self._new_session()
@@ -374,24 +434,17 @@ class FleetAiohttpTransport(AiohttpTransport):
         except httpx.RequestNotRead:  # a streaming request body: aiohttp chunks it itself
             data = request.stream
             headers.popall("transfer-encoding", None)
-        proxy = self.proxy
-        try:
-            return await session.request(
-                request.method,
-                self._url(request),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                timeout=self._timeout(request),
-                server_hostname=request.extensions.get("sni_hostname"),
-                proxy=None if proxy is None else str(proxy.url),
-                proxy_auth=None
-                if proxy is None or not proxy.auth
-                else aiohttp.BasicAuth(*proxy.auth),
-                proxy_headers=None if proxy is None else proxy.headers,
-            )
-        except Exception as exc:
-            _raise_mapped(exc, request)
+        options: dict[str, Any] = {}  # only what is set: every keyword costs on each call
+        if (hostname := request.extensions.get("sni_hostname")) is not None:
+            options["server_hostname"] = hostname
+        if (proxy := self.proxy) is not None:
+            options["proxy"] = str(proxy.url)
+            options["proxy_headers"] = proxy.headers
+            if proxy.auth:
+                options["proxy_auth"] = aiohttp.BasicAuth(*proxy.auth)
+        return session.request(request.method, self._url(request), headers=headers, data=data,
+                               allow_redirects=False, timeout=self._timeout(request),
+                               **options)  # fmt: skip
 
     @staticmethod
     def _response(
@@ -499,7 +552,9 @@ class _FleetAsyncClient(httpx.AsyncClient):
                                     stream=httpx.ByteStream(content),
                                     extensions=self._extensions(timeout, extensions))  # fmt: skip
             request.headers.encoding = encoding  # known: spare the transport finding it out
-            request.read()  # what httpx does for bytes content: ``request.content`` works
+            # What read() sets for bytes content (``request.content`` works), minus its
+            # isinstance check against ``typing.Iterable`` (slow): the stream is ours.
+            request._content = content
             return request
         return super().build_request(
             method, url, content=content, headers=headers, timeout=timeout,
@@ -511,27 +566,28 @@ class _FleetAsyncClient(httpx.AsyncClient):
     ) -> tuple[httpx.Headers, str]:
         """The headers httpx gives a request with this non-empty ``content`` (the client's
         merged with the call's, ``Host`` first unless set, ``Content-Length`` last unless
-        set) and their encoding. The merge is cached by its inputs (the client's headers
-        may change)."""
+        set) and their encoding. Cached by their inputs (the client's headers may change,
+        the body's length does): never hand the cached object itself to a caller that could
+        change it (``httpx.Request`` copies the headers it is given)."""
         key = (
             method,
             url.netloc,
             tuple(self.headers.raw),
             None if headers is None else tuple(headers.items()),
+            len(content),
         )
-        merged = self._fleet_headers.get(key)
-        if merged is None:
-            merged = httpx.Headers(self.headers)
-            merged.update(headers)
-            if "host" not in merged and url.host:
-                merged = httpx.Headers([(b"Host", url.netloc), *merged.raw])
+        prepared = self._fleet_headers.get(key)
+        if prepared is None:
+            prepared = httpx.Headers(self.headers)
+            prepared.update(headers)
+            if "host" not in prepared and url.host:
+                prepared = httpx.Headers([(b"Host", url.netloc), *prepared.raw])
+            if "content-length" not in prepared:
+                prepared["Content-Length"] = str(len(content))
             if len(self._fleet_headers) >= _CACHE_SIZE:
                 self._fleet_headers.clear()
-            self._fleet_headers[key] = merged
-        prepared = httpx.Headers(merged)
-        if "content-length" not in merged:
-            prepared["Content-Length"] = str(len(content))  # digits: no other encoding
-        return prepared, merged.encoding
+            self._fleet_headers[key] = prepared
+        return prepared, prepared.encoding
 
     def _extensions(self, timeout: Any, extensions: Any) -> dict[str, Any]:
         extensions = {} if extensions is None else extensions
@@ -545,50 +601,68 @@ class _FleetAsyncClient(httpx.AsyncClient):
             spec = httpx.Timeout(timeout)
         return {**extensions, "timeout": spec.as_dict()}
 
-    async def send(
+    def request(  # returns the coroutine, not a coroutine awaiting it: one frame less
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        cookies: Any = None,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
+        **build: Any,
+    ) -> Coroutine[Any, Any, httpx.Response]:
+        if cookies is not None:  # httpx warns that per-request cookies are deprecated
+            return super().request(method, url, cookies=cookies, auth=auth,
+                                   follow_redirects=follow_redirects, **build)  # fmt: skip
+        request = self.build_request(method, url, **build)
+        return self.send(request, auth=auth, follow_redirects=follow_redirects)
+
+    def post(  # as request()
+        self, url: httpx.URL | str, **options: Any
+    ) -> Coroutine[Any, Any, httpx.Response]:
+        return self.request("POST", url, **options)
+
+    def send(  # as request()
         self,
         request: httpx.Request,
         *,
         stream: bool = False,
         auth: Any = httpx.USE_CLIENT_DEFAULT,
         follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
-    ) -> httpx.Response:
+    ) -> Coroutine[Any, Any, httpx.Response]:
         if not self._direct(request, auth, follow_redirects):
-            return await super().send(request, stream=stream, auth=auth,
-                                      follow_redirects=follow_redirects)  # fmt: skip
-        if self.is_closed:
-            raise RuntimeError("Cannot send a request, as the client has been closed.")
-        self._state = ClientState.OPENED
-        self._set_timeout(request)
-        response = await self._transmit(request, buffered=not stream)
-        try:
-            response.history = []
-            if response.has_redirect_location:  # not followed: say where it points
-                response.next_request = self._build_redirect_request(request, response)
-            if not stream:
-                await response.aread()  # done already, unless on another transport
-        except BaseException:
-            await response.aclose()
-            raise
-        return response
+            return super().send(request, stream=stream, auth=auth,
+                                follow_redirects=follow_redirects)  # fmt: skip
+        return self._transmit(request, buffered=not stream, direct=True)
 
     async def _send_single_request(self, request: httpx.Request) -> httpx.Response:
         return await self._transmit(request, buffered=False)
 
-    async def _transmit(self, request: httpx.Request, *, buffered: bool) -> httpx.Response:
+    async def _transmit(
+        self, request: httpx.Request, *, buffered: bool, direct: bool = False
+    ) -> httpx.Response:
         """httpx's ``_send_single_request``, minus a context manager per request and the
         log record's arguments when the ``httpx`` logger would drop the record anyway.
         With ``buffered`` (and our transport) the body is read, decoded and closed before
-        it returns: what ``aread()`` would do, without its async generators."""
+        it returns: what ``aread()`` would do, without its async generators. ``direct``:
+        what ``send`` adds when no auth or redirect layer is involved (see :meth:`_direct`):
+        the closed-client check, the pool timeout, the history, ``next_request`` and, for a
+        non-streamed response, its body read."""
+        if direct:
+            if self.is_closed:
+                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            self._state = ClientState.OPENED
+            self._set_timeout(request)
         transport = self._transport_for_url(request.url)
         start = time.perf_counter()
         if not isinstance(request.stream, httpx.AsyncByteStream):
             raise RuntimeError("Attempted to send an sync request with an AsyncClient instance.")
+        read = False
         try:
             if buffered and isinstance(transport, FleetAiohttpTransport):
+                read = True
                 response = await transport.handle_buffered_request(request)
             else:
-                buffered = False
                 response = await transport.handle_async_request(request)
         except httpx.RequestError as exc:
             exc.request = request
@@ -597,7 +671,7 @@ class _FleetAsyncClient(httpx.AsyncClient):
         stream = response.stream
         if isinstance(stream, _AiohttpBody):
             stream.bind(response, start)
-        elif not buffered:
+        elif not read:
             assert isinstance(stream, httpx.AsyncByteStream)  # as httpx asserts
             response.stream = BoundAsyncStream(stream, response=response, start=start)
         self.cookies.extract_cookies(response)
@@ -606,15 +680,20 @@ class _FleetAsyncClient(httpx.AsyncClient):
             _HTTPX_LOG.info('HTTP Request: %s %s "%s %d %s"', request.method, request.url,
                             response.http_version, response.status_code,
                             response.reason_phrase)  # fmt: skip
-        if buffered:
-            try:
+        try:
+            if read:
                 if not response.is_closed:  # an encoded body: decode it, as aread() would
                     response.read()
-            except BaseException:
-                response.close()
-                raise
-            finally:
                 response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
+            if direct:
+                response.history = []
+                if response.has_redirect_location:  # not followed: say where it points
+                    response.next_request = self._build_redirect_request(request, response)
+                if buffered and not read:  # another transport: read as httpx's send would
+                    await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
         return response
 
     def _direct(self, request: httpx.Request, auth: Any, follow_redirects: Any) -> bool:

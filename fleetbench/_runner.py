@@ -101,18 +101,23 @@ class _StoreFeed(Subscriber):
 
     :param on_flush: told the last seq of a batch once it is stored (the export worker
         then reads what is new).
+    :param kept: when given, every result stored is also appended to it (an in-process
+        export then writes them without reading them back).
     """
 
-    def __init__(self, writer: StoreWriter,
-                 on_flush: Callable[[int], None] | None = None) -> None:
+    def __init__(self, writer: StoreWriter, on_flush: Callable[[int], None] | None = None,
+                 kept: list[TestResult] | None = None) -> None:
         self.writer = writer
         self.on_flush = on_flush
+        self.kept = kept
         self._notified = writer.flushes
 
     async def handle(self, events: Sequence[Event]) -> None:
         for event in events:
             await self.writer.handle(event)
         await self.writer.flush()
+        if self.kept is not None:
+            self.kept.extend(e.result for e in events if isinstance(e, TestFinished))
         if self.on_flush is not None and self.writer.flushes != self._notified:
             self._notified = self.writer.flushes
             self.on_flush(events[-1].seq)
@@ -200,6 +205,10 @@ async def execute_run(
         await lanes.aclose()
 
 
+def _plan_index(result: TestResult) -> int:
+    return result.item.index
+
+
 def _completed_outcome(record: RunRecord, store: RunStore, output_dir: Path,
                        created: bool) -> RunOutcome:
     aggregator = Aggregator()
@@ -229,6 +238,9 @@ class _Execution:
         self._interrupted = interrupted
         self.executor = executor
         self._timed_here = True
+        self._kept: list[TestResult] | None = None
+        """This execution's stored results, kept when they are all the run has and few
+        enough to export in-process: the export then need not read them back."""
         self.warnings: list[str] = [str(w) for w in prepared.fleet.warnings]
         self.warnings.extend(lanes.warnings)
         self._judging = RunEvaluatorContext.for_run(lanes.by_key)
@@ -246,6 +258,8 @@ class _Execution:
         worker = None
         if len(todo) >= self.export_worker_min_tests:
             worker = await self._start_worker(opening)
+        elif not done_keys:
+            self._kept = []
         try:
             return await self._run(todo, len(done_keys), opening, worker, cancel, extra)
         finally:
@@ -284,7 +298,8 @@ class _Execution:
         then the live aggregator and run.json, then plugin and caller subscribers."""
         bus = EventBus(self.plan.run_id, first_seq=self.store.last_seq(self.plan.run_id) + 1,
                        high_water=BUS_HIGH_WATER)
-        bus.subscribe("store", _StoreFeed(writer, worker.notify if worker else None))
+        bus.subscribe("store", _StoreFeed(writer, worker.notify if worker else None,
+                                          self._kept))
         bus.subscribe("aggregator", _Live(self.aggregator, run_json))
         for name, subscriber in [*self._plugin_subscribers(), *extra]:
             bus.subscribe(name, subscriber)
@@ -412,7 +427,12 @@ class _Execution:
 
     def _export_in_process(self, opening: RunInfo, final: RunInfo) -> tuple[Summary, list[Path]]:
         exporters = build_exporters(self.host, self._exporter_names())
-        return ExportSession(self.store, self.plan.run_id, exporters, opening).complete(final)
+        session = ExportSession(self.store, self.plan.run_id, exporters, opening)
+        kept = self._kept
+        if kept is None or self.bus.failures["store"]:  # read what the store has
+            return session.complete(final)
+        kept.sort(key=_plan_index)
+        return session.complete(final, kept)
 
     def _final_run_info(self, status: RunStatus, error: str | None) -> RunInfo:
         """The run as it ended; the store has every result and its start by now."""

@@ -4,11 +4,13 @@ process and ``fleetbench mock-server``. Each vendor's wire format has its own te
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -101,6 +103,30 @@ async def test_faults_follow_the_schedule_at_the_server() -> None:
                 for _ in range(20)]
     assert seen == expected
     assert {500, 200} <= set(seen)
+
+
+async def test_received_is_when_the_first_bytes_arrived_not_when_a_handler_started() -> None:
+    """The loop is busy at the start of every pass (a task blocking, then yielding): aiohttp
+    starts the handler passes after the bytes arrived, so with no latency the server's own
+    delay shows as latency when ``received`` is the arrival, as it must (the client is not
+    to blame for it)."""
+    block_s = 0.025
+    body = json.dumps(CHAT).encode()
+    async with FakeVendorServer(latency_ms=0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))  # fmt: skip
+        for _ in range(6):  # a handle scheduled in the previous pass runs before any read
+            await asyncio.sleep(0)
+            time.sleep(block_s)  # noqa: ASYNC251 - blocking the loop on purpose
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.startswith(b"HTTP/1.1 200")
+    (entry,) = server.trace
+    assert entry.latency_s is not None
+    assert entry.latency_s >= block_s * 0.9
 
 
 def test_process_serves_the_configured_vendor_and_answer() -> None:

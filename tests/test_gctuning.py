@@ -46,3 +46,25 @@ def test_the_thresholds_come_back_when_a_run_fails() -> None:
     with pytest.raises(RuntimeError), gc_tuned_for_runs():
         raise RuntimeError("run failed")
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_what_exists_before_the_first_run_is_frozen_until_the_last_one_ends() -> None:
+    assert gc.get_freeze_count() == 0
+    with gc_tuned_for_runs():
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000  # this process's modules, at least
+        with gc_tuned_for_runs():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+
+
+def test_objects_frozen_by_others_stay_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_tuned_for_runs():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

@@ -22,8 +22,11 @@ from aiohttp import web
 
 from fleetbench._http import (
     FleetAiohttpTransport,
+    _ArrivalStampingHandler,
+    _StampingConnector,
     create_http_client,
     httpx_error_type,
+    track_wire_times,
     transport_name,
 )
 from fleetbench.testing import (
@@ -290,6 +293,114 @@ async def test_truncated_body_maps_to_remote_protocol_error(client: httpx.AsyncC
             await client.get(url)
     assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
     assert caught.value.request.url == url
+
+
+# --- wire times: the client's own delays are not the vendor's ------------------------------
+
+BLOCK_S = 0.05
+
+
+async def test_sent_is_when_the_request_left_not_when_it_was_asked_for(
+    client: httpx.AsyncClient,
+) -> None:
+    """The loop is busy (a blocking callback) between the call and the socket write: that
+    delay is the client's, so ``sent`` comes after it."""
+    async with FakeVendorServer(latency_ms=0) as server:
+        times = track_wire_times()
+        asked = time.perf_counter()
+        asyncio.get_running_loop().call_soon(time.sleep, BLOCK_S)
+        response = await client.post(f"{server.base_url}/chat/completions", json=CHAT)
+    assert response.status_code == 200
+    assert times.sent is not None
+    assert times.body_end is not None
+    assert times.sent - asked >= BLOCK_S
+    assert times.sent < times.body_end
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_body_end_is_when_the_bytes_arrived_not_when_the_reader_resumed(
+    client: httpx.AsyncClient, streamed: bool
+) -> None:
+    """The server, in this event loop, answers and then blocks the loop at the start of
+    every pass for a while (a busy client): whichever pass the answer's bytes reach the
+    client's connection in, the reading coroutine resumes only in a later one, after a
+    block. The body's end is the arrival, at least one block before the read returns."""
+    body = b'{"ok": true}'
+    block_s = 0.025
+
+    async def answer_then_block(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        for _ in range(8):  # a handle scheduled in the previous pass runs before any read
+            await asyncio.sleep(0)
+            time.sleep(block_s)  # noqa: ASYNC251 - blocking the loop on purpose
+        writer.close()
+
+    server, url = await _raw_server(answer_then_block)
+    async with server:
+        times = track_wire_times()
+        if streamed:
+            async with client.stream("POST", url, json=CHAT) as response:
+                assert await response.aread() == body
+        else:
+            response = await client.post(url, json=CHAT)
+            assert response.content == body
+        returned = time.perf_counter()
+    assert times.sent is not None
+    assert times.body_end is not None
+    assert times.sent < times.body_end
+    assert returned - times.body_end >= block_s * 0.9
+
+
+async def test_a_streamed_chunk_is_timed_by_its_arrival(client: httpx.AsyncClient) -> None:
+    """As above, for the first chunk of a streamed body: ``last_arrival()`` read when the
+    chunk is handed over tells when it arrived, at least one block before."""
+    block_s = 0.025
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 22\r\n\r\n"
+
+    async def first_chunk_then_block(reader: asyncio.StreamReader,
+                                     writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        await _read_request(reader)
+        writer.write(head + b"data: first\n\n")
+        for _ in range(8):
+            await asyncio.sleep(0)
+            time.sleep(block_s)  # noqa: ASYNC251 - blocking the loop on purpose
+        writer.write(b"data: 2\n\n")
+        await writer.drain()
+        writer.close()
+
+    server, url = await _raw_server(first_chunk_then_block)
+    async with server:
+        times = track_wire_times()
+        async with client.stream("POST", url, json=CHAT) as response:
+            chunks = response.aiter_bytes()
+            assert await anext(chunks) == b"data: first\n\n"
+            handed_over = time.perf_counter()
+            arrived = times.last_arrival()
+            assert [chunk async for chunk in chunks] == [b"data: 2\n\n"]
+    assert arrived is not None
+    assert times.sent is not None
+    assert times.sent < arrived <= handed_over - block_s * 0.9
+
+
+def test_connections_stamp_when_bytes_arrive() -> None:
+    """aiohttp builds connections from its connector's private ``_factory``: if that ever
+    stops being used, arrival times silently fall back to "when the read returned"."""
+
+    async def check() -> None:
+        async with create_http_client() as shared, FakeVendorServer(latency_ms=0) as server:
+            await shared.post(f"{server.base_url}/chat/completions", json=CHAT)
+            transport = shared._transport
+            assert isinstance(transport, FleetAiohttpTransport)
+            session = transport._session
+            assert session is not None
+            connector = session.connector
+            assert isinstance(connector, _StampingConnector)
+            assert isinstance(connector._factory(), _ArrivalStampingHandler)
+
+    asyncio.run(check())
 
 
 def test_error_type_table_prefers_the_most_specific_mapping() -> None:

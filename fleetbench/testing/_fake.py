@@ -10,10 +10,10 @@ What every vendor shares lives here; what differs lives in a :class:`~._wire.Wir
   the closing events (finish reason, usage, terminator).
 
 Why it exists: to tell how much of a measured latency is the vendor's and how much is the
-client's, the server records its own *truth* for every request (:class:`TraceEntry`): when the
-handler received the request, when the first and last tokens were written and when the last
-byte was written. Clients tag requests with the :data:`REQUEST_ID_HEADER` header so their
-measurements can be matched with the trace.
+client's, the server records its own *truth* for every request (:class:`TraceEntry`): when
+the request's first bytes reached the server, when the first and last tokens were written and
+when the last byte was written. Clients tag requests with the :data:`REQUEST_ID_HEADER` header
+so their measurements can be matched with the trace.
 
 Clock: every timestamp is ``time.perf_counter()``, which on Linux is
 ``clock_gettime(CLOCK_MONOTONIC)``: one system-wide clock, comparable with the client's
@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from fleetbench.testing._vendors import wire_format
 from fleetbench.testing._wire import ChatCall, Reply, WireError, WireFormat
@@ -268,7 +269,9 @@ class TraceEntry:
     request_id: str | None
     stream: bool
     received: float
-    """The handler started (request line and headers parsed)."""
+    """The request's first bytes were handed to the server's connection (before parsing, and
+    before the event-loop passes aiohttp takes to start a handler: under load those are the
+    server's own delay, not the client's)."""
     first_token: float | None = None
     """The first content chunk was handed to the socket (non-streaming: the whole response)."""
     last_token: float | None = None
@@ -378,7 +381,16 @@ class FakeVendorService:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Entry point for aiohttp's low-level server."""
-        received = time.perf_counter()
+        protocol = request.protocol
+        if not isinstance(protocol, _StampingHandler):  # pragma: no cover - our server's
+            return await self._route(request, time.perf_counter())
+        received = protocol.first_bytes or time.perf_counter()
+        try:
+            return await self._route(request, received)
+        finally:
+            protocol.first_bytes = None  # what arrives next starts the next request
+
+    async def _route(self, request: web.BaseRequest, received: float) -> web.StreamResponse:
         path = request.path
         if self.wire.is_chat(request.method, path):
             self.in_flight += 1
@@ -557,6 +569,33 @@ class FakeVendorService:
         return response
 
 
+class _StampingHandler(RequestHandler):
+    """aiohttp's connection handler, noting when a request's first bytes arrive.
+
+    A client does not pipeline: it sends a connection's next request only after the previous
+    response ended, so the first bytes after a request was handled start the next one (chat
+    handlers always read the whole body, so no stray bytes of one request follow it).
+    """
+
+    __slots__ = ("first_bytes",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_bytes: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.first_bytes is None:
+            self.first_bytes = time.perf_counter()
+        super().data_received(data)
+
+
+class _StampingServer(web.Server):
+    """aiohttp's low-level server with :class:`_StampingHandler` connections."""
+
+    def __call__(self) -> RequestHandler:
+        return _StampingHandler(self, loop=self._loop, **self._kwargs)
+
+
 class FakeVendorServer:
     """Serve a fake vendor on 127.0.0.1 in the running event loop.
 
@@ -649,7 +688,7 @@ class FakeVendorServer:
 
     async def start(self) -> None:
         # access_log=None: no per-request logging (it would cost CPU on the hot path).
-        server = web.Server(self.service.handle, access_log=None)
+        server = _StampingServer(self.service.handle, access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port, backlog=self._backlog)
