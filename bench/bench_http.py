@@ -18,7 +18,10 @@ Honest timings: every request carries an id header; the server records when it r
 request and wrote the first token / last byte (``time.perf_counter()``, i.e. CLOCK_MONOTONIC,
 shared by both processes). For each request we report ``client latency - server latency``
 and ``client TTFT - server TTFT`` (p50 / p99), and split the latency error at p50 into
-*send* (client call -> server received) and *recv* (server last byte -> client done).
+*send* (client call -> server received) and *recv* (server last byte -> client done). The
+raw and plain httpx clients are timed by the caller's clock; fleetbench's client as its
+executor times a request, from the transport's notes (the request's bytes handed to the
+socket, the first chunk's and the body end's arrival on the connection).
 
 Start: the workers' first requests are spread over ``--ramp-ms`` (default 50 ms, one latency
 period). Against a constant-latency fake vendor an all-at-once start (``--ramp-ms 0``) keeps
@@ -51,7 +54,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetbench._http import create_http_client, transport_name
+from fleetbench._gctuning import gc_tuned_for_runs
+from fleetbench._http import create_http_client, track_wire_times, transport_name
 from fleetbench.testing import (
     REQUEST_ID_HEADER,
     FakeVendorConfig,
@@ -141,16 +145,27 @@ def raw_client(session: aiohttp.ClientSession, url: str, stream: bool) -> DoRequ
     return streaming if stream else plain
 
 
-def httpx_client(client: httpx.AsyncClient, url: str, stream: bool) -> DoRequest:
+def httpx_client(client: httpx.AsyncClient, url: str, stream: bool, *,
+                 wire: bool = False) -> DoRequest:  # fmt: skip
+    """Requests through ``client``. ``wire``: time them as fleetbench's executor does, from
+    the transport's notes (:func:`~fleetbench._http.track_wire_times`: the request's bytes
+    handed to the socket, the arrival of the first chunk and of the body's end), rather than
+    by the caller's clock."""
+
     async def plain(rid: str) -> Sample:
+        times = track_wire_times() if wire else None
         t0 = time.perf_counter()
         response = await client.post(url, json=PROMPT, headers={REQUEST_ID_HEADER: rid})
         if response.status_code != 200:
             raise RuntimeError(f"status {response.status_code}")
         response.json()
-        return rid, t0, None, time.perf_counter()
+        done = time.perf_counter()
+        if times is None:
+            return rid, t0, None, done
+        return rid, times.sent or t0, None, times.body_end or done
 
     async def streaming(rid: str) -> Sample:
+        times = track_wire_times() if wire else None
         first = None
         t0 = time.perf_counter()
         async with client.stream(
@@ -161,9 +176,13 @@ def httpx_client(client: httpx.AsyncClient, url: str, stream: bool) -> DoRequest
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and line != "data: [DONE]":
                     if first is None:
-                        first = time.perf_counter()
+                        arrived = times.last_arrival() if times is not None else None
+                        first = arrived or time.perf_counter()
                     json.loads(line[6:])
-        return rid, t0, first, time.perf_counter()
+        done = time.perf_counter()
+        if times is None:
+            return rid, t0, first, done
+        return rid, times.sent or t0, first, times.body_end or done
 
     return streaming if stream else plain
 
@@ -257,12 +276,13 @@ async def run_workload(
                         phases.append(
                             await measure(server, workload, name, do, args.requests, args)
                         )
-                else:
-                    async with create_http_client() as client:
-                        do = httpx_client(client, url, stream)
-                        phases.append(
-                            await measure(server, workload, name, do, args.requests, args)
-                        )
+                else:  # with the garbage collector set as during a run
+                    with gc_tuned_for_runs():
+                        async with create_http_client() as client:
+                            do = httpx_client(client, url, stream, wire=True)
+                            phases.append(
+                                await measure(server, workload, name, do, args.requests, args)
+                            )
             if args.httpx_requests:
                 async with httpx.AsyncClient() as plain:
                     do = httpx_client(plain, url, stream)
