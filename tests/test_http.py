@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import gzip
 import json
 import socket
@@ -383,6 +384,30 @@ async def test_a_streamed_chunk_is_timed_by_its_arrival(client: httpx.AsyncClien
     assert arrived is not None
     assert times.sent is not None
     assert times.sent < arrived <= handed_over - block_s * 0.9
+
+
+async def test_requests_leave_no_reference_cycles(client: httpx.AsyncClient) -> None:
+    """Every cycle a request leaves is work for the garbage collector, whose pauses stall
+    the event loop (and every timing in flight) for milliseconds under load."""
+    async with FakeVendorServer(latency_ms=0, output_tokens=4) as server:
+        url = f"{server.base_url}/chat/completions"
+
+        async def one() -> None:
+            (await client.post(url, json=CHAT)).json()
+            async with client.stream("POST", url, json={**CHAT, "stream": True}) as response:
+                async for _ in response.aiter_lines():
+                    pass
+
+        await one()  # the connection and the pool exist from now on
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                await one()
+            left = gc.collect()
+        finally:
+            gc.enable()
+    assert left < 20, f"{left} objects in reference cycles after 40 requests"
 
 
 def test_connections_stamp_when_bytes_arrive() -> None:
