@@ -21,7 +21,10 @@ stdin, from the run's process:
     ``{"final": RUN}`` the run ended; RUN carries its status, end time and warnings
 
 stdout, to the run's process:
-    ``{"exported": N}`` progress: N results written (shows the worker is alive)
+    ``{"exported": N}`` progress: N results written (shows the worker is alive); the first,
+        ``{"exported": 0}``, says the exporters are open. The run's process starts executing
+        only then, so the worker's start (≈ 0.4 s of imports) does not compete for the CPU
+        with the run's first tests, their timings, or a client streaming their results.
     ``{"artifacts": [PATH, ...]}`` the files written, once every exporter finalized
 
 Exit codes: 0 done; 1 failed (the last line on stderr says why; nothing half-written
@@ -57,6 +60,9 @@ EXIT_FAILED = 1
 EXIT_ABANDONED = 3
 IDLE_TIMEOUT_S = 120.0
 """How long a finishing worker may stay silent (no progress line) before it is killed."""
+READY_TIMEOUT_S = 60.0
+"""How long a starting worker may take to open its exporters before the run gives up on it
+(and exports in-process)."""
 EXIT_TIMEOUT_S = 10.0
 """How long a worker may take to exit once its output ended or its input was closed."""
 
@@ -86,19 +92,23 @@ class ExportWorker:
         self._last_heard = self._loop.time()
         self._artifacts: list[Path] | None = None
         self._stderr = b""
+        self._heard = asyncio.Event()
         self._stdout_task = asyncio.create_task(self._read_stdout(), name="export-stdout")
         self._stderr_task = asyncio.create_task(self._read_stderr(), name="export-stderr")
 
     @classmethod
     async def start(cls, state_dir: Path, run_id: str, opening: RunInfo,
                     exporters: Sequence[str], *,
-                    idle_timeout_s: float = IDLE_TIMEOUT_S) -> ExportWorker:
-        """Start a worker for ``run_id`` and hand it the run as known at its start.
+                    idle_timeout_s: float = IDLE_TIMEOUT_S,
+                    ready_timeout_s: float = READY_TIMEOUT_S) -> ExportWorker:
+        """Start a worker for ``run_id``, hand it the run as known at its start and
+        return once it has opened its exporters.
 
         The worker gets a session of its own, so a Ctrl-C at the terminal reaches only
         the run's process, which then ends the export properly.
 
-        :raises ExportWorkerError: the process cannot be started.
+        :raises ExportWorkerError: the process cannot be started, or it failed or stayed
+            silent for ``ready_timeout_s`` before opening its exporters.
         """
         try:
             process = await asyncio.create_subprocess_exec(
@@ -111,7 +121,31 @@ class ExportWorker:
                 from exc
         worker = cls(process, idle_timeout_s=idle_timeout_s)
         worker._send({"open": run_info_to_json(opening), "exporters": list(exporters)})
+        try:
+            await worker._wait_until_ready(ready_timeout_s)
+        except BaseException:
+            await worker.aclose()
+            raise
         return worker
+
+    async def _wait_until_ready(self, timeout_s: float) -> None:
+        """Wait for the worker's first line (its exporters are open).
+
+        :raises ExportWorkerError: it ended or stayed silent first."""
+        heard = asyncio.create_task(self._heard.wait())
+        try:
+            await asyncio.wait({heard, self._stdout_task}, timeout=timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            heard.cancel()
+        if self._heard.is_set():
+            return
+        if self._stdout_task.done():
+            code = await self._wait_for_exit()
+            await asyncio.wait({self._stderr_task}, timeout=EXIT_TIMEOUT_S)
+            raise ExportWorkerError(self._failure(code))
+        self._kill()
+        raise ExportWorkerError(f"it did not open its exporters within {timeout_s:g} s")
 
     def notify(self, seq: int) -> None:
         """Tell the worker that the results up to ``seq`` are stored."""
@@ -185,6 +219,7 @@ class ExportWorker:
         assert stdout is not None
         async for line in stdout:
             self._last_heard = self._loop.time()
+            self._heard.set()
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
                 if isinstance(message, dict) and "artifacts" in message:
@@ -270,6 +305,7 @@ def _serve(store: RunStore, run_id: str, inbox: _Inbox, out: _Outbox) -> int:
     exporters = build_exporters(load_plugins(), first.get("exporters", ()))
     session = ExportSession(store, run_id, exporters, run_info_from_json(first["open"]),
                             progress=out.progress)
+    out.progress(0)  # ready: the run's process starts executing now
     try:
         final = _follow(session, inbox, messages)
         if final is None:
@@ -298,6 +334,14 @@ def _follow(session: ExportSession, inbox: _Inbox,
         messages = inbox.take()
 
 
+def _protocol_input() -> IO[bytes]:
+    """Standard input for the protocol, as a reader of its own: the inbox thread blocks
+    in it until the run's process closes the pipe, and a worker that ends first (it
+    failed) must not find ``sys.stdin`` busy when the interpreter shuts down (Python
+    aborts then)."""
+    return os.fdopen(os.dup(0), "rb")
+
+
 def _protocol_output() -> IO[bytes]:
     """The real stdout, kept for the protocol; file descriptor 1 then points at stderr,
     so a plugin's ``print`` or an unconfigured logger cannot garble the protocol."""
@@ -323,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = _Outbox(_protocol_output())
     try:
         with RunStore(args.state_dir) as store:
-            return _serve(store, args.run_id, _Inbox(sys.stdin.buffer), out)
+            return _serve(store, args.run_id, _Inbox(_protocol_input()), out)
     except Exception as exc:
         _report(exc)
         return EXIT_FAILED

@@ -38,6 +38,7 @@ from fleetbench.plugin import (
     Provider,
     ProviderSpec,
     RunInfo,
+    SubscriberSpec,
     hookimpl,
 )
 from fleetbench.records import (
@@ -226,7 +227,7 @@ class _Memo:
         return [path]
 
 
-async def test_a_failing_worker_becomes_a_warning_and_the_export_is_done_in_process(
+async def test_a_worker_failing_to_start_becomes_a_warning_and_the_export_is_done_in_process(
         fleet_dir: FleetDir, tmp_path: Path) -> None:
     @hookimpl
     def fleetbench_register_exporters() -> list[ExporterSpec]:
@@ -241,7 +242,8 @@ async def test_a_failing_worker_becomes_a_warning_and_the_export_is_done_in_proc
     fleet_dir.manifest["output"].update(formats=["jsonl", "memo"], generate_reports=False)
     outcome = await _run(fleet_dir, host, tmp_path / "state", export_worker_min_tests=ALWAYS)
     assert outcome.status is RunStatus.COMPLETED
-    (warning,) = [w for w in outcome.warnings if "export worker failed" in w]
+    # The worker fails before it opens its exporters: the run notices before executing.
+    (warning,) = [w for w in outcome.warnings if "export worker did not start" in w]
     assert "exporter 'memo' is not installed" in warning
     assert {p.name for p in outcome.artifacts} == {"manifest.json", "results.jsonl",
                                                    "memo.txt"}
@@ -251,6 +253,42 @@ async def test_a_failing_worker_becomes_a_warning_and_the_export_is_done_in_proc
     assert final.status == "completed"
     assert final.finished_at is not None
     assert warning in final.warnings
+    assert _debris(outcome.output_dir) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+async def test_a_worker_dying_mid_run_becomes_a_warning_and_the_export_is_done_in_process(
+        fleet_dir: FleetDir, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    killed: list[int] = []
+
+    class Killer:
+        """Kills the export worker (started and ready before any test ran) at the first
+        results."""
+
+        async def handle(self, events: Sequence[Any]) -> None:
+            if not killed and any(isinstance(e, TestFinished) for e in events):
+                for pid in _worker_pids(state):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+
+    @hookimpl
+    def fleetbench_register_subscribers() -> list[SubscriberSpec]:
+        return [SubscriberSpec("killer", Killer)]
+
+    plugin = SimpleNamespace(FLEETBENCH_PLUGIN_API_VERSION=1,
+                             fleetbench_register_subscribers=fleetbench_register_subscribers)
+    host = load_plugins(env={}, extra_plugins=[("killer", plugin)])
+    fleet_dir.manifest["providers"] = [{"id": "simulated:fast",
+                                        "params": {"zero_latency": True}}]
+    fleet_dir.manifest["output"].update(formats=["jsonl"], generate_reports=False)
+    outcome = await _run(fleet_dir, host, state, export_worker_min_tests=ALWAYS)
+    assert len(killed) == 1
+    assert outcome.status is RunStatus.COMPLETED
+    (warning,) = [w for w in outcome.warnings if "export worker failed" in w]
+    assert "exported in-process" in warning
+    lines = outcome.output_dir.joinpath("results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == list(range(16))
     assert _debris(outcome.output_dir) == []
 
 
@@ -279,7 +317,9 @@ def test_the_worker_abandons_the_export_when_its_input_ends(
         try:
             worker.stdin.write(_open_message(output, stored.run_id))
             worker.stdin.flush()
-            # Its first catch-up writes every stored result (the run is complete there).
+            # Ready (exporters open), then its first catch-up writes every stored result
+            # (the run is complete there).
+            assert json.loads(worker.stdout.readline()) == {"exported": 0}
             assert json.loads(worker.stdout.readline()) == {"exported": 32}
             assert _debris(output)  # a temporary results.jsonl, fleet_results.json's spool
             worker.stdin.close()  # what the run's process dying looks like from here
