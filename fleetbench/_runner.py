@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +204,6 @@ async def execute_run(
             return await execution.run(cancel or asyncio.Event(), subscribers)
     finally:
         await lanes.aclose()
-
-
-def _plan_index(result: TestResult) -> int:
-    return result.item.index
 
 
 def _completed_outcome(record: RunRecord, store: RunStore, output_dir: Path,
@@ -431,7 +428,7 @@ class _Execution:
         kept = self._kept
         if kept is None or self.bus.failures["store"]:  # read what the store has
             return session.complete(final)
-        kept.sort(key=_plan_index)
+        kept.sort(key=attrgetter("item.index"))
         return session.complete(final, kept)
 
     def _final_run_info(self, status: RunStatus, error: str | None) -> RunInfo:
