@@ -235,13 +235,15 @@ class _StampingConnector(aiohttp.TCPConnector):
 
 
 class _StampedRequest(aiohttp.ClientRequest):
-    """Notes the connection a request goes out on and when aiohttp starts writing it
-    (headers and body go out together)."""
+    """Notes the connection a request goes out on and when aiohttp starts writing it:
+    a request with a body goes out with its headers from a writer task (``write_bytes``,
+    on Python 3.11 a loop pass later); one without is written at once (``send``)."""
 
     async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
         times = _WIRE_TIMES.get()
         if times is not None:
             times.connection = conn.protocol
+            times.sent = time.perf_counter()  # superseded by write_bytes, if it runs
         return await super().send(conn)
 
     async def write_bytes(self, *args: Any, **kwargs: Any) -> None:

@@ -318,6 +318,17 @@ async def test_sent_is_when_the_request_left_not_when_it_was_asked_for(
     assert times.sent < times.body_end
 
 
+async def test_a_request_without_a_body_is_stamped_too(client: httpx.AsyncClient) -> None:
+    async with FakeVendorServer(latency_ms=0) as server:
+        times = track_wire_times()
+        asked = time.perf_counter()
+        response = await client.get(f"{server.url}/_fakevendor/trace")
+    assert response.status_code == 200
+    assert times.sent is not None
+    assert times.body_end is not None
+    assert asked < times.sent < times.body_end
+
+
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_body_end_is_when_the_bytes_arrived_not_when_the_reader_resumed(
     client: httpx.AsyncClient, streamed: bool
