@@ -33,10 +33,13 @@ What we change relative to ``AiohttpTransport`` 0.2.0, and why (each is tested i
   generator around a streamed body, cookies parsed only from responses that set one, a
   TLS context built once per process. Every shortcut falls back to httpx's own code when
   a call uses what it skips, and ``tests/test_http.py`` checks the requests against
-  httpx's own. Together with the transport: ~0.33 -> ~0.2 ms CPU per request against the
-  fake vendor (raw aiohttp ~0.14; ``bench/bench_http.py``). Note that httpx logs one INFO
-  record per request on the ``httpx`` logger: keep that logger at WARNING during runs, or
-  logging costs more than the transport.
+  httpx's own. Together with the transport, about 1.5x the CPU per request of a raw
+  aiohttp loop against the fake vendor (``bench/bench_http.py``: 0.25-0.27 ms vs
+  0.16-0.18). Note that httpx logs one INFO record per request on the ``httpx`` logger:
+  keep that logger at WARNING during runs, or logging costs more than the transport.
+* **Timing.** Connections note when bytes arrive and requests when they leave
+  (:class:`WireTimes`), so the executor times a request wire to wire, whatever the event
+  loop's own delay in resuming the code that sends and reads it.
 * **Session settings.** One ``aiohttp.TCPConnector`` sized by ``max_connections`` (no
   per-host cap), idle keep-alive of :data:`KEEPALIVE_EXPIRY_S`, no aiohttp cookie jar (httpx
   keeps the cookies), no automatic decompression (httpx decodes ``Content-Encoding``), no
