@@ -35,6 +35,7 @@ from fleetbench.testing import (
     FakeVendorConfig,
     FakeVendorProcess,
     FakeVendorServer,
+    local_server,
 )
 
 MESSAGES = [{"role": "user", "content": "Hello, fake vendor! How are you today?"}]
@@ -472,14 +473,8 @@ async def echo_url() -> AsyncIterator[str]:
             "body": (await request.read()).decode(),
         })
 
-    runner = web.ServerRunner(web.Server(handler, access_log=None))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with local_server(handler) as url:
+        yield url
 
 
 def _built(request: httpx.Request) -> tuple[Any, ...]:
@@ -625,18 +620,11 @@ async def test_cookies_set_by_the_server_are_kept(client: httpx.AsyncClient) -> 
             response.set_cookie("session", "abc123")
         return response
 
-    runner = web.ServerRunner(web.Server(handler, access_log=None))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with local_server(handler) as base:
         assert (await client.get(f"{base}/before")).json() == {"cookie": None}
         await client.get(f"{base}/login")
         assert client.cookies["session"] == "abc123"
         assert (await client.get(f"{base}/after")).json() == {"cookie": "session=abc123"}
-    finally:
-        await runner.cleanup()
 
 
 async def test_client_settings_and_transport_name() -> None:

@@ -24,6 +24,7 @@ from fleetbench._serialize import result_from_dict
 from fleetbench._store import RunStore
 from fleetbench.errors import ManifestError
 from fleetbench.records import Status, TestResult, Verdict
+from fleetbench.testing import local_server
 
 from .conftest import FleetDir
 
@@ -87,15 +88,9 @@ async def judge_server() -> AsyncIterator[JudgeServer]:
     server = JudgeServer(_python_or_not)
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
+    async with local_server(app) as url:
+        server.url = f"{url}/v1"
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def _judged_fleet(fleet: FleetDir, server: JudgeServer, **judge: Any) -> None:

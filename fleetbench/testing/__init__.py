@@ -14,7 +14,8 @@ byte) so that measured numbers can be checked against the truth::
 
 ``fleetbench mock-server --vendor anthropic`` starts one from the command line, and
 :func:`run_fleet` runs a provider through the whole engine in a few lines;
-:class:`ProviderContract` checks the behaviour every provider plugin owes the executor. Guide:
+:class:`ProviderContract` checks the behaviour every provider plugin owes the executor;
+:func:`local_server` serves a handler of your own for what no fake vendor scripts. Guide:
 docs/testing.md.
 """
 
@@ -29,6 +30,7 @@ from fleetbench.testing._fake import (
     clock_description,
 )
 from fleetbench.testing._fleet import FleetRun, assert_secret_absent, run_fleet
+from fleetbench.testing._local import local_server
 from fleetbench.testing._process import FakeVendorProcess
 from fleetbench.testing._vendors import VENDORS
 
@@ -45,5 +47,6 @@ __all__ = [
     "TraceEntry",
     "assert_secret_absent",
     "clock_description",
+    "local_server",
     "run_fleet",
 ]

@@ -22,7 +22,7 @@ from fleetbench.errors import (
 )
 from fleetbench.plugin import ProviderConfig
 from fleetbench.records import GenerationSettings, ProviderRequest, StreamChunk, Usage
-from fleetbench.testing import Fault, ProviderContract
+from fleetbench.testing import Fault, ProviderContract, local_server
 
 SETTINGS = GenerationSettings(temperature=0.0, max_tokens=8, system="Be terse.",
                               stop=("END",), params={"top_k": 3})
@@ -188,14 +188,8 @@ async def json_gateway() -> AsyncIterator[str]:
     async def handle(_: web.BaseRequest) -> web.StreamResponse:
         return web.json_response(answers.pop(0))
 
-    runner = web.ServerRunner(web.Server(handle), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with local_server(handle) as url:
+        yield url
 
 
 async def test_a_json_answer_to_a_stream_request_is_read_whole(

@@ -25,7 +25,7 @@ from fleetbench.errors import (
 )
 from fleetbench.plugin import ProviderConfig
 from fleetbench.records import GenerationSettings, StreamChunk
-from fleetbench.testing import Fault, ProviderContract
+from fleetbench.testing import Fault, ProviderContract, local_server
 from fleetbench.testing._cohere import TEMPLATE_TOKENS
 
 SETTINGS = GenerationSettings(temperature=0.0, max_tokens=8, top_p=1.0, stop=("END",),
@@ -183,14 +183,8 @@ async def scripted(body: bytes, content_type: str = "text/event-stream") -> Asyn
 
     app = web.Application()
     app.router.add_post("/v2/chat", chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with local_server(app) as url:
+        yield url
 
 
 def sse(data: dict[str, Any], event: str | None = None) -> bytes:

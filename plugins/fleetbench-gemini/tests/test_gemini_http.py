@@ -21,7 +21,7 @@ from fleetbench.errors import (
 )
 from fleetbench.plugin import ProviderConfig
 from fleetbench.records import GenerationSettings, ProviderRequest, StreamChunk
-from fleetbench.testing import Fault, ProviderContract
+from fleetbench.testing import Fault, ProviderContract, local_server
 
 SETTINGS = GenerationSettings(temperature=0.0, max_tokens=8, system="Be terse.",
                               stop=("END",), params={"seed": 3, "top_k": 2})
@@ -166,15 +166,8 @@ async def json_array_server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post(f"/v1beta/models/{MODEL}:streamGenerateContent", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with local_server(app) as url:
+        yield url
 
 
 async def test_a_json_array_stream_is_read_too(http: httpx.AsyncClient,
