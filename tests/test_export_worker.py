@@ -38,7 +38,6 @@ from fleetbench.plugin import (
     Provider,
     ProviderSpec,
     RunInfo,
-    SubscriberSpec,
     hookimpl,
 )
 from fleetbench.records import (
@@ -258,7 +257,7 @@ async def test_a_worker_failing_to_start_becomes_a_warning_and_the_export_is_don
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
 async def test_a_worker_dying_mid_run_becomes_a_warning_and_the_export_is_done_in_process(
-        fleet_dir: FleetDir, tmp_path: Path) -> None:
+        fleet_dir: FleetDir, host: PluginHost, tmp_path: Path) -> None:
     state = tmp_path / "state"
     killed: list[int] = []
 
@@ -272,17 +271,11 @@ async def test_a_worker_dying_mid_run_becomes_a_warning_and_the_export_is_done_i
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
 
-    @hookimpl
-    def fleetbench_register_subscribers() -> list[SubscriberSpec]:
-        return [SubscriberSpec("killer", Killer)]
-
-    plugin = SimpleNamespace(FLEETBENCH_PLUGIN_API_VERSION=1,
-                             fleetbench_register_subscribers=fleetbench_register_subscribers)
-    host = load_plugins(env={}, extra_plugins=[("killer", plugin)])
     fleet_dir.manifest["providers"] = [{"id": "simulated:fast",
                                         "params": {"zero_latency": True}}]
     fleet_dir.manifest["output"].update(formats=["jsonl"], generate_reports=False)
-    outcome = await _run(fleet_dir, host, state, export_worker_min_tests=ALWAYS)
+    outcome = await _run(fleet_dir, host, state, export_worker_min_tests=ALWAYS,
+                         subscribers=[("killer", Killer())])
     assert len(killed) == 1
     assert outcome.status is RunStatus.COMPLETED
     (warning,) = [w for w in outcome.warnings if "export worker failed" in w]
