@@ -382,8 +382,7 @@ class FakeVendorService:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Entry point for aiohttp's low-level server."""
         protocol = request.protocol
-        if not isinstance(protocol, _StampingHandler):  # pragma: no cover - our server's
-            return await self._route(request, time.perf_counter())
+        assert isinstance(protocol, _StampingHandler)  # FakeVendorServer's connections
         received = protocol.first_bytes or time.perf_counter()
         try:
             return await self._route(request, received)
